@@ -1,0 +1,86 @@
+"""The ``streamfs`` command: the composition root. Reads settings once, wires the pieces."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from streamfs.errors import StreamfsError
+from streamfs.settings import Settings
+
+
+def _services(args: argparse.Namespace, settings: Settings) -> int:
+    from streamfs.services import ServicesManager
+    from streamfs.services.kafka import fetch
+    from streamfs.services.manager import format_exports, stderr_progress
+
+    manager = ServicesManager(settings)
+    if args.action == "up":
+        addresses = manager.up()
+        # stdout carries only `export` lines, so `eval "$(streamfs services up)"` works.
+        sys.stdout.write(format_exports(addresses))
+        stderr_progress(f"addresses written to {manager.env_file}")
+    elif args.action == "down":
+        stopped = manager.down()
+        if not stopped:
+            stderr_progress("nothing was running")
+    elif args.action == "status":
+        rows = manager.status()
+        for row in rows:
+            health = "healthy" if row.healthy else ("down" if row.origin == "stopped" else "NOT ANSWERING")
+            pid = f" pid={row.pid}" if row.pid else ""
+            log = f" log={row.log_file}" if row.log_file else ""
+            print(f"{row.name:<16} {row.origin:<9} {health:<13} {row.address or '-'}{pid}{log}")
+        return 0 if all(r.healthy for r in rows) else 1
+    elif args.action == "fetch":
+        print(fetch(settings.cache_dir, stderr_progress))
+    elif args.action == "env":
+        sys.stdout.write(format_exports(manager.published_addresses()))
+    return 0
+
+
+def resolve_settings(environ: dict[str, str] | os._Environ[str]) -> Settings:
+    """Settings from the environment, with addresses of running managed services filled in."""
+    from streamfs.services import ServicesManager
+
+    settings = Settings.from_env(environ)
+    published = ServicesManager(settings).published_addresses()
+    missing = {k: v for k, v in published.items() if not environ.get(k)}
+    return settings.with_addresses(missing)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamfs", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    services = sub.add_parser("services", help="start, stop and inspect the local Kafka and Redis")
+    services.add_argument(
+        "action",
+        choices=["up", "down", "status", "fetch", "env"],
+        help="up: start what is missing and print export lines; down: stop what up started; "
+        "status: show each service; fetch: download the Kafka jars only; env: print addresses",
+    )
+    services.set_defaults(handler=_services)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "services":
+            # `services` decides for itself which configured addresses to use.
+            settings = Settings.from_env(os.environ)
+        else:
+            settings = resolve_settings(os.environ)
+        return int(args.handler(args, settings))
+    except StreamfsError as exc:
+        print(f"streamfs: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Settings: every knob streamfs reads, read once at the edge from ``STREAMFS_*`` variables.
+
+Nothing below the CLI (or the SDK's constructor) reads ``os.environ``; they take a
+:class:`Settings` and pass it down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+
+from streamfs.errors import ConfigError
+
+ENV_PREFIX = "STREAMFS_"
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "streamfs"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """Where the services are and where streamfs keeps its files.
+
+    ``None`` for a service address means "not configured": the services manager
+    may start one and publish its address.
+    """
+
+    kafka_bootstrap: str | None = None
+    redis_url: str | None = None
+    schema_registry_url: str | None = None
+    cache_dir: Path = dataclasses.field(default_factory=_default_cache_dir)
+    run_dir: Path | None = None
+    kafka_heap_mb: int = 512
+    log_level: str = "info"
+
+    @property
+    def resolved_run_dir(self) -> Path:
+        return self.run_dir if self.run_dir is not None else self.cache_dir / "run"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from ``STREAMFS_*`` variables; unset ones keep their defaults."""
+
+        def get(name: str) -> str | None:
+            value = environ.get(ENV_PREFIX + name)
+            return value if value else None
+
+        kwargs: dict[str, object] = {
+            "kafka_bootstrap": get("KAFKA_BOOTSTRAP"),
+            "redis_url": get("REDIS_URL"),
+            "schema_registry_url": get("SCHEMA_REGISTRY_URL"),
+        }
+        if (cache := get("CACHE_DIR")) is not None:
+            kwargs["cache_dir"] = Path(cache).expanduser()
+        if (run := get("RUN_DIR")) is not None:
+            kwargs["run_dir"] = Path(run).expanduser()
+        if (heap := get("KAFKA_HEAP_MB")) is not None:
+            try:
+                kwargs["kafka_heap_mb"] = int(heap)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{ENV_PREFIX}KAFKA_HEAP_MB must be a whole number of MB, got {heap!r}"
+                ) from exc
+        if (level := get("LOG_LEVEL")) is not None:
+            kwargs["log_level"] = level.lower()
+        return cls(**kwargs)  # type: ignore[arg-type]  # keys above match the fields
+
+    def with_addresses(self, addresses: Mapping[str, str]) -> Settings:
+        """A copy with service addresses filled in from published ``STREAMFS_*`` variables."""
+        return dataclasses.replace(
+            self,
+            kafka_bootstrap=addresses.get(ENV_PREFIX + "KAFKA_BOOTSTRAP", self.kafka_bootstrap),
+            redis_url=addresses.get(ENV_PREFIX + "REDIS_URL", self.redis_url),
+            schema_registry_url=addresses.get(
+                ENV_PREFIX + "SCHEMA_REGISTRY_URL", self.schema_registry_url
+            ),
+        )
