@@ -1,0 +1,1 @@
+"""Schemas: the Confluent-compatible schema registry (server and client), wire format, Avro codec."""
