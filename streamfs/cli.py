@@ -29,7 +29,11 @@ def _services(args: argparse.Namespace, settings: Settings) -> int:
     elif args.action == "status":
         rows = manager.status()
         for row in rows:
-            health = "healthy" if row.healthy else ("down" if row.origin == "stopped" else "NOT ANSWERING")
+            health = (
+                "healthy"
+                if row.healthy
+                else ("down" if row.origin == "stopped" else "NOT ANSWERING")
+            )
             pid = f" pid={row.pid}" if row.pid else ""
             log = f" log={row.log_file}" if row.log_file else ""
             print(f"{row.name:<16} {row.origin:<9} {health:<13} {row.address or '-'}{pid}{log}")
@@ -63,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
         "status: show each service; fetch: download the Kafka jars only; env: print addresses",
     )
     services.set_defaults(handler=_services)
+
+    from streamfs.schemas.registry import command as schema_registry_command
+
+    schema_registry_command.add_parser(sub)
     return parser
 
 

@@ -1,7 +1,7 @@
 """Fixtures for every tier of tests.
 
-Service tests get the real Kafka and Redis on 127.0.0.1, found in this order:
-1. ``STREAMFS_KAFKA_BOOTSTRAP`` / ``STREAMFS_REDIS_URL`` in the environment;
+Service tests get the real Kafka, Redis and schema registry on 127.0.0.1, found in this order:
+1. ``STREAMFS_KAFKA_BOOTSTRAP`` / ``STREAMFS_REDIS_URL`` / ``STREAMFS_SCHEMA_REGISTRY_URL``;
 2. services already started by ``streamfs services up`` (its run directory);
 3. services started now by the services manager, and stopped at the end;
 4. testcontainers, where a Docker engine answers and the manager cannot run.
@@ -23,8 +23,6 @@ import pytest
 
 from streamfs.errors import ServiceError
 from streamfs.services import ServicesManager
-from streamfs.services.kafka import healthy as kafka_healthy
-from streamfs.services.redis import healthy as redis_healthy
 from streamfs.settings import ENV_PREFIX, Settings
 
 
@@ -32,6 +30,7 @@ from streamfs.settings import ENV_PREFIX, Settings
 class Services:
     kafka_bootstrap: str
     redis_url: str
+    schema_registry_url: str
     settings: Settings
 
     def env(self) -> dict[str, str]:
@@ -39,6 +38,7 @@ class Services:
         env = dict(os.environ)
         env[ENV_PREFIX + "KAFKA_BOOTSTRAP"] = self.kafka_bootstrap
         env[ENV_PREFIX + "REDIS_URL"] = self.redis_url
+        env[ENV_PREFIX + "SCHEMA_REGISTRY_URL"] = self.schema_registry_url
         return env
 
 
@@ -50,15 +50,9 @@ def _docker_engine() -> bool:
 
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
+    # The manager uses every service the environment names (and that answers) as it is,
+    # and starts the rest; a second run finds those that `streamfs services up` started.
     settings = Settings.from_env(os.environ)
-    if settings.kafka_bootstrap and settings.redis_url:
-        if not kafka_healthy(settings.kafka_bootstrap):
-            pytest.fail(f"STREAMFS_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} does not answer")
-        if not redis_healthy(settings.redis_url):
-            pytest.fail(f"STREAMFS_REDIS_URL={settings.redis_url} does not answer")
-        yield Services(settings.kafka_bootstrap, settings.redis_url, settings)
-        return
-
     manager = ServicesManager(settings)
     already = manager.published_addresses()
     try:
@@ -68,25 +62,48 @@ def services() -> Iterator[Services]:
             pytest.fail(f"cannot start the local services: {exc}")
         yield from _testcontainers(settings)
         return
-    started_here = set(addresses) - set(already)
     resolved = settings.with_addresses(addresses)
-    assert resolved.kafka_bootstrap and resolved.redis_url
-    yield Services(resolved.kafka_bootstrap, resolved.redis_url, resolved)
-    if started_here:
-        manager.down()
+    assert resolved.kafka_bootstrap
+    assert resolved.redis_url
+    assert resolved.schema_registry_url
+    yield Services(
+        resolved.kafka_bootstrap, resolved.redis_url, resolved.schema_registry_url, resolved
+    )
+    if set(manager.published_addresses()) - set(already):
+        manager.down()  # this session started them; leave nothing running
 
 
 def _testcontainers(settings: Settings) -> Iterator[Services]:
+    """Kafka and Redis in containers; the schema registry is ours, run in-process on them."""
     from testcontainers.kafka import KafkaContainer
     from testcontainers.redis import RedisContainer
+
+    from streamfs.services import schema_registry
 
     with KafkaContainer().with_kraft() as kafka_c, RedisContainer() as redis_c:
         host = redis_c.get_container_host_ip()
         url = f"redis://{host}:{redis_c.get_exposed_port(6379)}/0"
         bootstrap = kafka_c.get_bootstrap_server()
-        yield Services(bootstrap, url, settings.with_addresses({
-            ENV_PREFIX + "KAFKA_BOOTSTRAP": bootstrap, ENV_PREFIX + "REDIS_URL": url,
-        }))
+        run_dir = settings.resolved_run_dir / "testcontainers-registry"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        state = schema_registry.start(run_dir, bootstrap, lambda _m: None)
+        try:
+            yield Services(
+                bootstrap,
+                url,
+                state.address,
+                settings.with_addresses(
+                    {
+                        ENV_PREFIX + "KAFKA_BOOTSTRAP": bootstrap,
+                        ENV_PREFIX + "REDIS_URL": url,
+                        ENV_PREFIX + "SCHEMA_REGISTRY_URL": state.address,
+                    }
+                ),
+            )
+        finally:
+            from streamfs.services import process
+
+            process.stop(state)
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +114,11 @@ def kafka_bootstrap(services: Services) -> str:
 @pytest.fixture(scope="session")
 def redis_url(services: Services) -> str:
     return services.redis_url
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url(services: Services) -> str:
+    return services.schema_registry_url
 
 
 @pytest.fixture

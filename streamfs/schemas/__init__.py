@@ -1,1 +1,1 @@
-"""Schemas: the Confluent-compatible schema registry (server and client), wire format, Avro codec."""
+"""Schemas: the Confluent-compatible registry (server, client), wire format, Avro codec."""

@@ -1,4 +1,4 @@
-"""Local services for development, tests and the demo: Kafka, Redis (and the schema registry)."""
+"""Local services for development, tests and the demo: Kafka, Redis and the schema registry."""
 
 from streamfs.services.manager import ServicesManager, ServiceStatus
 

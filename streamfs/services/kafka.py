@@ -31,7 +31,8 @@ MIN_JAVA = 17  # Kafka 4.x brokers need Java 17
 
 def kafka_version() -> str:
     """The broker version, read from the one place it is written: ``kafka-pom.xml``."""
-    node = ET.parse(POM).getroot().find("m:properties/m:kafka.version", _MAVEN_NS)
+    root = ET.parse(POM).getroot()  # noqa: S314  # our own packaged file, not untrusted input
+    node = root.find("m:properties/m:kafka.version", _MAVEN_NS)
     if node is None or not node.text:
         raise ServiceError(f"{POM} has no <kafka.version> property")
     return node.text.strip()
@@ -84,13 +85,25 @@ def fetch(cache_dir: Path, progress: Callable[[str], None]) -> Path:
     progress(f"fetching Apache Kafka {kafka_version()} from Maven Central into {libs.parent}")
     work = libs.parent
     work.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(POM, work / "pom.xml")  # mvn writes beside its pom; site-packages may be read-only
+    shutil.copyfile(
+        POM, work / "pom.xml"
+    )  # mvn writes beside its pom; site-packages may be read-only
     if libs.exists():
         shutil.rmtree(libs)  # a half-finished earlier fetch
     result = subprocess.run(
-        [mvn, "-B", "-q", "-f", str(work / "pom.xml"), "dependency:copy-dependencies",
-         f"-DoutputDirectory={libs}"],
-        capture_output=True, text=True, cwd=work, check=False,
+        [
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(work / "pom.xml"),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        check=False,
     )
     if result.returncode != 0:
         raise ServiceError(
@@ -152,14 +165,24 @@ def start(
     config.write_text(_server_properties(port, controller_port, data_dir))
     classpath = f"{libs}/*"
     log_file = service_dir / "kafka.log"
-    jvm = [java, f"-Xmx{heap_mb}m", f"-Xms{min(heap_mb, 128)}m", "-XX:+UseG1GC",
-           "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
-           f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", classpath]
+    jvm = [
+        java,
+        f"-Xmx{heap_mb}m",
+        f"-Xms{min(heap_mb, 128)}m",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+        "-cp",
+        classpath,
+    ]
     if not (data_dir / "meta.properties").exists():
         progress("formatting KRaft storage with a fresh cluster id")
         formatted = subprocess.run(
             [*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if formatted.returncode != 0:
             raise ServiceError(
@@ -187,7 +210,9 @@ async def _describe_cluster(bootstrap: str, timeout_s: float) -> bool:
     from aiokafka.admin import AIOKafkaAdminClient  # imported here: only health checks need it
     from aiokafka.errors import KafkaError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+    )
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
@@ -208,5 +233,3 @@ def _run_sync(coro: Coroutine[Any, Any, bool]) -> bool:
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, coro).result()
-
-

@@ -8,6 +8,7 @@ Layout of the run directory (``~/.cache/streamfs/run`` unless ``STREAMFS_RUN_DIR
       kafka/state.json     pid, start time, address, log, data dir
       kafka/kafka.log  kafka/data/  kafka/server.properties
       redis/state.json  redis/redis.log  redis/data/
+      schema-registry/state.json  schema-registry/schema-registry.log
 
 A service whose ``STREAMFS_*`` address is already set and answers is used as it
 is ("external"); nothing is started for it and ``down`` never touches it.
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from streamfs.errors import ServiceError
-from streamfs.services import kafka, process, redis
+from streamfs.services import kafka, process, redis, schema_registry
 from streamfs.settings import ENV_PREFIX, Settings
 
 Progress = Callable[[str], None]
@@ -60,6 +61,13 @@ SERVICES: tuple[ServiceSpec, ...] = (
         configured=lambda s: s.redis_url,
         healthy=redis.healthy,
         start=lambda d, _s, p: redis.start(d, p),
+    ),
+    ServiceSpec(
+        name="schema-registry",
+        env_var=ENV_PREFIX + "SCHEMA_REGISTRY_URL",
+        configured=lambda s: s.schema_registry_url,
+        healthy=schema_registry.healthy,
+        start=lambda d, s, p: schema_registry.start(d, s.kafka_bootstrap, p),
     ),
 )
 
@@ -111,13 +119,15 @@ class ServicesManager:
         with self._locked():
             addresses: dict[str, str] = {}
             for spec in SERVICES:
-                addresses[spec.env_var] = self._up_one(spec)
+                # Later services (the registry) find earlier ones (Kafka) through the settings.
+                settings = self.settings.with_addresses(addresses)
+                addresses[spec.env_var] = self._up_one(spec, settings)
             self._write_env(addresses)
             return addresses
 
-    def _up_one(self, spec: ServiceSpec) -> str:
+    def _up_one(self, spec: ServiceSpec, settings: Settings) -> str:
         managed = self._managed(spec)
-        configured = spec.configured(self.settings)
+        configured = spec.configured(settings)
         if configured is not None and (managed is None or managed.address != configured):
             if spec.healthy(configured):
                 self.progress(f"{spec.name}: using {configured} from {spec.env_var}")
@@ -128,13 +138,15 @@ class ServicesManager:
             )
         if managed is not None:
             if spec.healthy(managed.address):
-                self.progress(f"{spec.name}: already running at {managed.address} (pid {managed.pid})")
+                self.progress(
+                    f"{spec.name}: already running at {managed.address} (pid {managed.pid})"
+                )
                 return managed.address
             self.progress(f"{spec.name}: pid {managed.pid} is not answering; restarting it")
             process.stop(managed)
         service_dir = self.run_dir / spec.name
         service_dir.mkdir(parents=True, exist_ok=True)
-        state = spec.start(service_dir, self.settings, self.progress)
+        state = spec.start(service_dir, settings, self.progress)
         state.save(self._state_file(spec))
         self.progress(f"{spec.name}: ready at {state.address} (pid {state.pid})")
         return state.address
@@ -166,14 +178,23 @@ class ServicesManager:
             managed = self._managed(spec)
             configured = spec.configured(self.settings)
             if managed is not None and configured in (None, managed.address):
-                result.append(ServiceStatus(
-                    spec.name, spec.env_var, managed.address, "managed",
-                    spec.healthy(managed.address), managed.pid, managed.log_file,
-                ))
+                result.append(
+                    ServiceStatus(
+                        spec.name,
+                        spec.env_var,
+                        managed.address,
+                        "managed",
+                        spec.healthy(managed.address),
+                        managed.pid,
+                        managed.log_file,
+                    )
+                )
             elif configured is not None:
-                result.append(ServiceStatus(
-                    spec.name, spec.env_var, configured, "external", spec.healthy(configured)
-                ))
+                result.append(
+                    ServiceStatus(
+                        spec.name, spec.env_var, configured, "external", spec.healthy(configured)
+                    )
+                )
             else:
                 result.append(ServiceStatus(spec.name, spec.env_var, None, "stopped", False))
         return result

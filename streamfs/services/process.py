@@ -50,7 +50,7 @@ class ProcessState:
 
 
 def process_start_ticks(pid: int) -> int | None:
-    """The kernel's start time of ``pid`` (clock ticks since boot), None if it is gone or a zombie."""
+    """Kernel start time of ``pid`` (ticks since boot); None if it is gone or a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
@@ -151,8 +151,8 @@ def wait_until_ready(
         if code is not None:
             tail = log_tail(log_file)
             hint = ""
-            if "Address already in use" in tail or "address already in use" in tail:
-                hint = " A port it needs is taken by another program; run `streamfs services up` again."
+            if "address already in use" in tail.lower():
+                hint = " A port it needs was taken by another program; run `up` again."
             raise ServiceError(
                 f"{name} exited with code {code} while starting.{hint}\n"
                 f"--- last lines of {log_file} ---\n{tail}"

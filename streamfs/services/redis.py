@@ -31,9 +31,22 @@ def start(service_dir: Path, progress: Callable[[str], None]) -> process.Process
     log_file = service_dir / "redis.log"
     progress(f"starting Redis on 127.0.0.1:{port}")
     argv = [
-        binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
+        binary,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(data_dir),
         # A dev server: nothing written to disk, no background save to fork.
-        "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--logfile",
+        "",
     ]
     proc = process.spawn("redis", argv, log_file, service_dir)
     url = f"redis://127.0.0.1:{port}/0"
