@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from streamfs.errors import StreamfsError
 from streamfs.settings import Settings
@@ -45,6 +46,12 @@ def _services(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from streamfs import demo
+
+    return demo.run(settings, args.duration, args.schemas)
+
+
 def resolve_settings(environ: dict[str, str] | os._Environ[str]) -> Settings:
     """Settings from the environment, with addresses of running managed services filled in."""
     from streamfs.services import ServicesManager
@@ -68,6 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     services.set_defaults(handler=_services)
 
+    demo = sub.add_parser(
+        "demo", help="run the whole system locally: services, sample events, and (later) workers"
+    )
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: Ctrl-C)",
+    )
+    demo.add_argument(
+        "--schemas", type=Path, default=Path("avro_schemas"), help="the .avsc files to register"
+    )
+    demo.set_defaults(handler=_demo)
+
     from streamfs.schemas.registry import command as schema_registry_command
 
     schema_registry_command.add_parser(sub)
@@ -77,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "services":
+        if args.command in ("services", "demo"):
             # `services` decides for itself which configured addresses to use.
             settings = Settings.from_env(os.environ)
         else:

@@ -33,6 +33,7 @@ class Settings:
     cache_dir: Path = dataclasses.field(default_factory=_default_cache_dir)
     run_dir: Path | None = None
     kafka_heap_mb: int = 512
+    java_home: str | None = None  # JAVA_HOME: the JDK that runs the local Kafka
     log_level: str = "info"
 
     @property
@@ -63,6 +64,8 @@ class Settings:
                 raise ConfigError(
                     f"{ENV_PREFIX}KAFKA_HEAP_MB must be a whole number of MB, got {heap!r}"
                 ) from exc
+        if environ.get("JAVA_HOME"):
+            kwargs["java_home"] = environ["JAVA_HOME"]
         if (level := get("LOG_LEVEL")) is not None:
             kwargs["log_level"] = level.lower()
         return cls(**kwargs)  # type: ignore[arg-type]  # keys above match the fields

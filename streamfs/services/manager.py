@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import os
 import shlex
 import sys
 from collections.abc import Callable, Iterator
@@ -51,9 +50,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         env_var=ENV_PREFIX + "KAFKA_BOOTSTRAP",
         configured=lambda s: s.kafka_bootstrap,
         healthy=kafka.healthy,
-        start=lambda d, s, p: kafka.start(
-            d, s.cache_dir, os.environ.get("JAVA_HOME"), s.kafka_heap_mb, p
-        ),
+        start=lambda d, s, p: kafka.start(d, s.cache_dir, s.java_home, s.kafka_heap_mb, p),
     ),
     ServiceSpec(
         name="redis",
