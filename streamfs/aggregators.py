@@ -1,0 +1,445 @@
+"""Mergeable partial aggregates: the functions of DESIGN §3, one small class each.
+
+Every aggregator keeps a *state* and speaks four steps::
+
+    initial() -> state            the state of no events
+    add(state, value) -> state    fold one event's value in
+    merge(a, b) -> state          combine two partials (per-hop tiles) without raw events
+    result(state) -> value        the feature value; the empty value for initial()
+
+plus ``encode(state) -> bytes`` / ``decode(bytes) -> state`` for RocksDB and Redis
+(:mod:`streamfs.statecodec`: leading version byte, then struct-packed fields).
+
+Contracts the tile store and both engines rely on:
+
+- ``merge`` is associative and commutative, so tiles combine in any grouping and
+  order. For float inputs ``sum``, ``mean``, ``variance`` and ``stddev`` are so up
+  to rounding (a few ulps; int inputs are exact); every other function is so exactly.
+- ``add`` returns the new state and *may* update ``state`` in place (the sketches
+  and the distinct set do), so a caller keeps the returned value and never shares
+  one state between two tiles. ``merge`` never modifies its arguments.
+- ``initial()`` returns a fresh state each call.
+- Values are never ``None``: a null field is skipped before ``add`` (SQL semantics,
+  as DuckDB's aggregates do offline).
+- Empty window: ``count`` 0, ``sum`` 0, ``count_distinct`` 0 (a count, as SQL), every
+  other function ``None``.
+
+``variance`` and ``stddev`` are the population forms (DuckDB ``var_pop``), kept as
+Welford ``(n, mean, M2)`` and merged with Chan's formula: accurate for values
+around 1e9 with a spread of 1, where sum-of-squares subtraction loses every digit.
+
+``first`` and ``last`` are ordered by ``(event_time_ms, seq, value)``: ``seq`` is
+the event's Kafka offset (an entity's events share one partition), so two events
+with one timestamp resolve the same way online and offline (Parquet keeps the
+offset; DuckDB: ``arg_max(v, (event_time, offset))``). Their ``ordered`` flag tells
+the tile store to pass ``(event_time_ms, seq, value)`` instead of the bare value.
+
+The sketches come from Apache DataSketches (PyPI ``datasketches``): well tested,
+mergeable, with documented error bounds and a portable binary format, rather than
+hand-written ones. See :mod:`streamfs.sketches`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from streamfs import statecodec as sc
+from streamfs.sketches import CountDistinct, Percentile
+from streamfs.statecodec import Scalar, StateDecodeError
+
+S = TypeVar("S")
+V_contra = TypeVar("V_contra", contravariant=True)
+R_co = TypeVar("R_co", covariant=True)
+
+Number = int | float
+Stamped = tuple[int, int, Scalar]
+"""``(event_time_ms, seq, value)``: what ordered aggregators (first, last) take."""
+
+
+class Aggregator(Protocol[S, V_contra, R_co]):
+    """A mergeable partial aggregate (see the module docstring for the contract)."""
+
+    @property
+    def ordered(self) -> bool:
+        """Whether ``add`` takes :data:`Stamped` values instead of bare ones."""
+        ...
+
+    def initial(self) -> S: ...
+
+    def add(self, state: S, value: V_contra) -> S: ...
+
+    def merge(self, a: S, b: S) -> S: ...
+
+    def result(self, state: S) -> R_co: ...
+
+    def encode(self, state: S) -> bytes: ...
+
+    def decode(self, data: bytes) -> S: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """Number of events (with a non-null input). Empty: 0."""
+
+    ordered: ClassVar[bool] = False
+
+    def initial(self) -> int:
+        return 0
+
+    def add(self, state: int, value: object) -> int:
+        return state + 1
+
+    def merge(self, a: int, b: int) -> int:
+        return a + b
+
+    def result(self, state: int) -> int:
+        return state
+
+    def encode(self, state: int) -> bytes:
+        return sc.VERSION_BYTE + sc.encode_u64(state)
+
+    def decode(self, data: bytes) -> int:
+        count, end = sc.decode_u64(data, sc.check_version(data, "count"))
+        sc.check_done(data, end, "count")
+        return count
+
+
+@dataclass(frozen=True, slots=True)
+class Sum:
+    """Sum of the values; ints stay exact ints. Empty: 0."""
+
+    ordered: ClassVar[bool] = False
+
+    def initial(self) -> Number:
+        return 0
+
+    def add(self, state: Number, value: Number) -> Number:
+        return state + value
+
+    def merge(self, a: Number, b: Number) -> Number:
+        return a + b
+
+    def result(self, state: Number) -> Number:
+        return state
+
+    def encode(self, state: Number) -> bytes:
+        return sc.VERSION_BYTE + sc.encode_number(state)
+
+    def decode(self, data: bytes) -> Number:
+        total, end = sc.decode_number(data, sc.check_version(data, "sum"))
+        sc.check_done(data, end, "sum")
+        return total
+
+
+MeanState = tuple[int, Number]
+"""``(count, total)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mean:
+    """Arithmetic mean as ``total / count`` (float). Empty: None."""
+
+    ordered: ClassVar[bool] = False
+
+    def initial(self) -> MeanState:
+        return (0, 0)
+
+    def add(self, state: MeanState, value: Number) -> MeanState:
+        return (state[0] + 1, state[1] + value)
+
+    def merge(self, a: MeanState, b: MeanState) -> MeanState:
+        return (a[0] + b[0], a[1] + b[1])
+
+    def result(self, state: MeanState) -> float | None:
+        return state[1] / state[0] if state[0] else None
+
+    def encode(self, state: MeanState) -> bytes:
+        return sc.VERSION_BYTE + sc.encode_u64(state[0]) + sc.encode_number(state[1])
+
+    def decode(self, data: bytes) -> MeanState:
+        count, offset = sc.decode_u64(data, sc.check_version(data, "mean"))
+        total, end = sc.decode_number(data, offset)
+        sc.check_done(data, end, "mean")
+        return (count, total)
+
+
+VarState = tuple[int, float, float]
+"""Welford's ``(n, mean, M2)``, where ``M2`` is the sum of squared deviations."""
+
+
+@dataclass(frozen=True, slots=True)
+class Variance:
+    """Population variance (``M2 / n``), Welford adds and Chan merges. Empty: None."""
+
+    ordered: ClassVar[bool] = False
+
+    def initial(self) -> VarState:
+        return (0, 0.0, 0.0)
+
+    def add(self, state: VarState, value: Number) -> VarState:
+        n, mean, m2 = state
+        n += 1
+        delta = value - mean
+        mean += delta / n
+        return (n, mean, m2 + delta * (value - mean))
+
+    def merge(self, a: VarState, b: VarState) -> VarState:
+        na, mean_a, m2a = a
+        nb, mean_b, m2b = b
+        if not nb:
+            return a
+        if not na:
+            return b
+        n = na + nb
+        delta = mean_b - mean_a
+        # Weighted by the larger side so the mean stays put when one side is tiny.
+        mean = mean_a + delta * (nb / n) if na >= nb else mean_b - delta * (na / n)
+        return (n, mean, m2a + m2b + delta * delta * (na * nb / n))
+
+    def result(self, state: VarState) -> float | None:
+        n, _, m2 = state
+        return max(m2, 0.0) / n if n else None
+
+    def encode(self, state: VarState) -> bytes:
+        n, mean, m2 = state
+        return sc.VERSION_BYTE + sc.encode_u64(n) + sc.encode_f64(mean) + sc.encode_f64(m2)
+
+    def decode(self, data: bytes) -> VarState:
+        n, offset = sc.decode_u64(data, sc.check_version(data, "variance"))
+        mean, offset = sc.decode_f64(data, offset)
+        m2, end = sc.decode_f64(data, offset)
+        sc.check_done(data, end, "variance")
+        return (n, mean, m2)
+
+
+@dataclass(frozen=True, slots=True)
+class Stddev:
+    """Population standard deviation: the square root of :class:`Variance`. Empty: None."""
+
+    ordered: ClassVar[bool] = False
+    _variance: ClassVar[Variance] = Variance()
+
+    def initial(self) -> VarState:
+        return (0, 0.0, 0.0)
+
+    def add(self, state: VarState, value: Number) -> VarState:
+        return self._variance.add(state, value)
+
+    def merge(self, a: VarState, b: VarState) -> VarState:
+        return self._variance.merge(a, b)
+
+    def result(self, state: VarState) -> float | None:
+        variance = self._variance.result(state)
+        return None if variance is None else math.sqrt(variance)
+
+    def encode(self, state: VarState) -> bytes:
+        return self._variance.encode(state)
+
+    def decode(self, data: bytes) -> VarState:
+        return self._variance.decode(data)
+
+
+@dataclass(frozen=True, slots=True)
+class Min:
+    """Smallest value. Empty: None."""
+
+    ordered: ClassVar[bool] = False
+
+    def initial(self) -> Scalar | None:
+        return None
+
+    def add(self, state: Scalar | None, value: Scalar) -> Scalar | None:
+        return value if state is None or value < state else state  # type: ignore[operator]  # one field, one type
+
+    def merge(self, a: Scalar | None, b: Scalar | None) -> Scalar | None:
+        return a if b is None else self.add(a, b)
+
+    def result(self, state: Scalar | None) -> Scalar | None:
+        return state
+
+    def encode(self, state: Scalar | None) -> bytes:
+        return sc.VERSION_BYTE + sc.encode_scalar(state)
+
+    def decode(self, data: bytes) -> Scalar | None:
+        value, end = sc.decode_scalar(data, sc.check_version(data, "min"))
+        sc.check_done(data, end, "min")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Max:
+    """Largest value. Empty: None."""
+
+    ordered: ClassVar[bool] = False
+
+    def initial(self) -> Scalar | None:
+        return None
+
+    def add(self, state: Scalar | None, value: Scalar) -> Scalar | None:
+        return value if state is None or value > state else state  # type: ignore[operator]  # one field, one type
+
+    def merge(self, a: Scalar | None, b: Scalar | None) -> Scalar | None:
+        return a if b is None else self.add(a, b)
+
+    def result(self, state: Scalar | None) -> Scalar | None:
+        return state
+
+    def encode(self, state: Scalar | None) -> bytes:
+        return sc.VERSION_BYTE + sc.encode_scalar(state)
+
+    def decode(self, data: bytes) -> Scalar | None:
+        value, end = sc.decode_scalar(data, sc.check_version(data, "max"))
+        sc.check_done(data, end, "max")
+        return value
+
+
+def _encode_stamped(state: Stamped | None) -> bytes:
+    if state is None:
+        return sc.VERSION_BYTE + b"N"
+    time_ms, seq, value = state
+    return (
+        sc.VERSION_BYTE
+        + b"S"
+        + sc.encode_i64(time_ms)
+        + sc.encode_i64(seq)
+        + sc.encode_scalar(value)
+    )
+
+
+def _decode_stamped(data: bytes, what: str) -> Stamped | None:
+    offset = sc.check_version(data, what)
+    tag = data[offset : offset + 1]
+    if tag == b"N":
+        sc.check_done(data, offset + 1, what)
+        return None
+    if tag != b"S":
+        raise StateDecodeError(f"{what} state: unknown tag {tag!r}")
+    time_ms, offset = sc.decode_i64(data, offset + 1)
+    seq, offset = sc.decode_i64(data, offset)
+    value, end = sc.decode_scalar(data, offset)
+    sc.check_done(data, end, what)
+    if value is None:
+        raise StateDecodeError(f"{what} state holds a null value")
+    return (time_ms, seq, value)
+
+
+@dataclass(frozen=True, slots=True)
+class First:
+    """Value of the earliest event by ``(event_time_ms, seq)``. Empty: None."""
+
+    ordered: ClassVar[bool] = True
+
+    def initial(self) -> Stamped | None:
+        return None
+
+    def add(self, state: Stamped | None, value: Stamped) -> Stamped | None:
+        # (time, offset) identifies an event: equal keys are one event seen twice.
+        if state is None or value[0] < state[0] or (value[0] == state[0] and value[1] < state[1]):
+            return value
+        return state
+
+    def merge(self, a: Stamped | None, b: Stamped | None) -> Stamped | None:
+        return a if b is None else self.add(a, b)
+
+    def result(self, state: Stamped | None) -> Scalar | None:
+        return None if state is None else state[2]
+
+    def encode(self, state: Stamped | None) -> bytes:
+        return _encode_stamped(state)
+
+    def decode(self, data: bytes) -> Stamped | None:
+        return _decode_stamped(data, "first")
+
+
+@dataclass(frozen=True, slots=True)
+class Last:
+    """Value of the latest event by ``(event_time_ms, seq)``. Empty: None."""
+
+    ordered: ClassVar[bool] = True
+
+    def initial(self) -> Stamped | None:
+        return None
+
+    def add(self, state: Stamped | None, value: Stamped) -> Stamped | None:
+        if state is None or value[0] > state[0] or (value[0] == state[0] and value[1] > state[1]):
+            return value
+        return state
+
+    def merge(self, a: Stamped | None, b: Stamped | None) -> Stamped | None:
+        return a if b is None else self.add(a, b)
+
+    def result(self, state: Stamped | None) -> Scalar | None:
+        return None if state is None else state[2]
+
+    def encode(self, state: Stamped | None) -> bytes:
+        return _encode_stamped(state)
+
+    def decode(self, data: bytes) -> Stamped | None:
+        return _decode_stamped(data, "last")
+
+
+AnyAggregator = Aggregator[Any, Any, Any]
+
+AGGREGATORS: dict[str, Callable[[], AnyAggregator]] = {
+    "count": Count,
+    "sum": Sum,
+    "mean": Mean,
+    "min": Min,
+    "max": Max,
+    "variance": Variance,
+    "stddev": Stddev,
+    "first": First,
+    "last": Last,
+    "count_distinct": CountDistinct,
+    "percentile": Percentile,
+}
+"""Aggregators by function name; ``percentile`` is the median, see :func:`make`."""
+
+_PERCENTILE = re.compile(r"p(\d{1,2}(?:\.\d+)?|100)")
+
+
+def make(function: str) -> AnyAggregator:
+    """The aggregator for a function name: a key of :data:`AGGREGATORS` or ``p<N>``.
+
+    ``p95`` is the 95th percentile, ``p99.9`` the 99.9th, ``p50`` the median.
+    """
+    factory = AGGREGATORS.get(function)
+    if factory is not None:
+        return factory()
+    match = _PERCENTILE.fullmatch(function)
+    if match:
+        return Percentile(float(Fraction(match.group(1)) / 100))
+    known = ", ".join([*AGGREGATORS, "p<N>"])
+    raise ValueError(f"unknown aggregation function {function!r}; known: {known}")
+
+
+_checks: tuple[AnyAggregator, ...] = (
+    Count(), Sum(), Mean(), Min(), Max(), Variance(), Stddev(), First(), Last(),
+    CountDistinct(), Percentile(),
+)  # fmt: skip
+"""Every aggregator, typed as the protocol: mypy proves each one conforms."""
+
+__all__ = [
+    "AGGREGATORS",
+    "Aggregator",
+    "AnyAggregator",
+    "Count",
+    "CountDistinct",
+    "First",
+    "Last",
+    "Max",
+    "Mean",
+    "Min",
+    "Percentile",
+    "Stamped",
+    "StateDecodeError",
+    "Stddev",
+    "Sum",
+    "Variance",
+    "make",
+]

@@ -1,0 +1,172 @@
+"""Byte encoding of aggregate states: tagged scalars and numbers, little-endian, no schema.
+
+Aggregate states go to RocksDB (Faust tables) and Redis many times per second, so
+they are encoded by hand with :mod:`struct`, not pickled (unsafe, version-bound)
+or JSON'd (floats lose their exact bits, ints their type). Every encoded state
+starts with :data:`VERSION`; a reader meeting another version refuses it rather
+than guessing.
+
+A scalar is one tag byte then its payload:
+
+====  ==========================================
+tag   payload
+====  ==========================================
+N     none (no value)
+T/F   none (booleans ``True`` / ``False``)
+i     int64, 8 bytes
+I     larger int: uint16 length, signed big-endian two's complement
+f     float64, 8 bytes (exact bits, NaN and infinities kept)
+s     str: uint32 length, UTF-8
+====  ==========================================
+"""
+
+from __future__ import annotations
+
+import struct
+
+from streamfs.errors import StreamfsError
+
+VERSION = 1
+VERSION_BYTE = bytes([VERSION])
+
+Scalar = bool | int | float | str
+"""A value an aggregation reads from an event field (Avro primitives but bytes)."""
+
+_I64 = struct.Struct("<q")
+_U64 = struct.Struct("<Q")
+_F64 = struct.Struct("<d")
+_U32 = struct.Struct("<I")
+_U16 = struct.Struct("<H")
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+
+class StateDecodeError(StreamfsError, ValueError):
+    """Stored aggregate state bytes are malformed or of an unknown version."""
+
+
+def encode_scalar(value: Scalar | None) -> bytes:
+    """One tagged scalar (see the module table)."""
+    if value is None:
+        return b"N"
+    if value is True:
+        return b"T"
+    if value is False:
+        return b"F"
+    if isinstance(value, int):
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return b"i" + _I64.pack(value)
+        body = value.to_bytes((value.bit_length() + 8) // 8, "big", signed=True)
+        return b"I" + _U16.pack(len(body)) + body
+    if isinstance(value, float):
+        return b"f" + _F64.pack(value)
+    if isinstance(value, str):
+        body = value.encode()
+        return b"s" + _U32.pack(len(body)) + body
+    raise TypeError(f"cannot encode a {type(value).__name__} aggregate value: {value!r}")
+
+
+def decode_scalar(data: bytes, offset: int) -> tuple[Scalar | None, int]:
+    """The scalar at ``offset`` and the offset just after it."""
+    try:
+        tag = data[offset : offset + 1]
+        offset += 1
+        if tag == b"N":
+            return None, offset
+        if tag == b"T":
+            return True, offset
+        if tag == b"F":
+            return False, offset
+        if tag == b"i":
+            return _I64.unpack_from(data, offset)[0], offset + 8
+        if tag == b"f":
+            return _F64.unpack_from(data, offset)[0], offset + 8
+        if tag == b"I":
+            (size,) = _U16.unpack_from(data, offset)
+            end = offset + 2 + size
+            _check_end(data, end)
+            return int.from_bytes(data[offset + 2 : end], "big", signed=True), end
+        if tag == b"s":
+            (size,) = _U32.unpack_from(data, offset)
+            end = offset + 4 + size
+            _check_end(data, end)
+            return data[offset + 4 : end].decode(), end
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise StateDecodeError(f"truncated or malformed scalar at byte {offset - 1}") from exc
+    raise StateDecodeError(f"unknown scalar tag {tag!r} at byte {offset - 1}")
+
+
+def encode_u64(value: int) -> bytes:
+    return _U64.pack(value)
+
+
+def decode_u64(data: bytes, offset: int) -> tuple[int, int]:
+    try:
+        return _U64.unpack_from(data, offset)[0], offset + 8
+    except struct.error as exc:
+        raise StateDecodeError(f"truncated state: no count at byte {offset}") from exc
+
+
+def encode_u32(value: int) -> bytes:
+    return _U32.pack(value)
+
+
+def decode_u32(data: bytes, offset: int) -> tuple[int, int]:
+    try:
+        return _U32.unpack_from(data, offset)[0], offset + 4
+    except struct.error as exc:
+        raise StateDecodeError(f"truncated state: no length at byte {offset}") from exc
+
+
+def encode_i64(value: int) -> bytes:
+    return _I64.pack(value)
+
+
+def decode_i64(data: bytes, offset: int) -> tuple[int, int]:
+    try:
+        return _I64.unpack_from(data, offset)[0], offset + 8
+    except struct.error as exc:
+        raise StateDecodeError(f"truncated state: no int64 at byte {offset}") from exc
+
+
+def encode_f64(value: float) -> bytes:
+    return _F64.pack(value)
+
+
+def decode_f64(data: bytes, offset: int) -> tuple[float, int]:
+    try:
+        return _F64.unpack_from(data, offset)[0], offset + 8
+    except struct.error as exc:
+        raise StateDecodeError(f"truncated state: no float64 at byte {offset}") from exc
+
+
+def encode_number(value: int | float) -> bytes:
+    """A sum or total: an int stays an int (exact), a float keeps its bits."""
+    return encode_scalar(value)
+
+
+def decode_number(data: bytes, offset: int) -> tuple[int | float, int]:
+    value, offset = decode_scalar(data, offset)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise StateDecodeError(f"expected a number before byte {offset}, got {value!r}")
+    return value, offset
+
+
+def check_version(data: bytes, what: str) -> int:
+    """Validate the leading version byte of an encoded ``what`` state; the body's offset."""
+    if not data:
+        raise StateDecodeError(f"empty {what} state")
+    if data[0] != VERSION:
+        raise StateDecodeError(f"{what} state has version {data[0]}, this reader knows {VERSION}")
+    return 1
+
+
+def check_done(data: bytes, offset: int, what: str) -> None:
+    """Refuse trailing bytes: they mean the bytes belong to something else."""
+    if offset != len(data):
+        raise StateDecodeError(f"{len(data) - offset} trailing bytes after the {what} state")
+
+
+def _check_end(data: bytes, end: int) -> None:
+    if end > len(data):
+        raise StateDecodeError(f"truncated state: needs {end} bytes, has {len(data)}")

@@ -1,0 +1,288 @@
+"""Per-entity tile stores: partial aggregates per hop, merged into sawtooth windows on query.
+
+:class:`Tiles` is one entity's store for one aggregation: ``tile index -> state``.
+:class:`EntityTiles` is what the worker keeps per entity and source: the tiles of
+*all* the source's aggregations, updated in one pass per event. Aggregations with
+the same hop share one ``tile index -> row`` dict (a row is a list of states, one
+per aggregation), so an event costs one dict lookup per distinct hop, not per
+aggregation, and no allocation unless it opens a tile.
+
+Both answer ``query(t)`` for ``as_of = max(t, last_event_time_ms)``: the head-tile
+rule of :mod:`streamfs.windows`, which makes a merge of tiles equal a brute-force
+scan of the raw events. A store never reads a clock; ``evict(now_ms)`` is given one.
+
+Neither is thread-safe; the worker owns each entity's store while it updates it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from streamfs import statecodec as sc
+from streamfs.aggregators import AnyAggregator
+from streamfs.statecodec import StateDecodeError
+from streamfs.windows import WindowSpec, as_of_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    """One aggregation of a source: its output name, function and window."""
+
+    name: str
+    aggregator: AnyAggregator
+    window: WindowSpec
+
+
+def _merge_window(
+    aggregator: AnyAggregator, states: Iterable[tuple[int, Any]], lo: int, hi: int
+) -> Any:
+    merge = aggregator.merge
+    merged = aggregator.initial()
+    for index, state in states:
+        if lo <= index <= hi:
+            merged = merge(merged, state)
+    return merged
+
+
+class Tiles:
+    """One entity's tiles for one aggregation (the simple form of :class:`EntityTiles`)."""
+
+    __slots__ = ("aggregator", "hop_ms", "last_event_time_ms", "states", "window_ms")
+
+    def __init__(self, aggregator: AnyAggregator, window: WindowSpec) -> None:
+        self.aggregator = aggregator
+        self.window_ms = window.window_ms
+        self.hop_ms = window.hop_ms
+        self.states: dict[int, Any] = {}
+        self.last_event_time_ms: int | None = None
+
+    def add_event(self, event_time_ms: int, value: Any, seq: int = 0) -> None:
+        """Fold one event in; ``None`` values are skipped (but still advance the last time)."""
+        last = self.last_event_time_ms
+        if last is None or event_time_ms > last:
+            self.last_event_time_ms = event_time_ms
+        if value is None:
+            return
+        aggregator = self.aggregator
+        index = event_time_ms // self.hop_ms
+        state = self.states.get(index)
+        if state is None:
+            state = aggregator.initial()
+        if aggregator.ordered:
+            value = (event_time_ms, seq, value)
+        self.states[index] = aggregator.add(state, value)
+
+    def evict(self, now_ms: int) -> int:
+        """Drop the tiles no query at ``t >= now_ms`` reads; returns how many went."""
+        oldest = (now_ms - self.window_ms) // self.hop_ms
+        stale = [index for index in self.states if index < oldest]
+        for index in stale:
+            del self.states[index]
+        return len(stale)
+
+    def query_state(self, t_ms: int) -> Any:
+        """The merged partial state of the window at ``as_of_ms(t_ms)``."""
+        t_ms = as_of_ms(t_ms, self.last_event_time_ms)
+        lo, hi = (t_ms - self.window_ms) // self.hop_ms, t_ms // self.hop_ms
+        return _merge_window(self.aggregator, self.states.items(), lo, hi)
+
+    def query(self, t_ms: int) -> Any:
+        """The feature value for the window at ``as_of_ms(t_ms)`` (empty value if none)."""
+        return self.aggregator.result(self.query_state(t_ms))
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """The features sharing one hop, hence one ``tile index -> row`` dict per entity.
+
+    ``members`` are feature indexes in row order; ``horizon_ms`` the widest window
+    (what eviction keeps). ``plain`` and ``ordered`` are ``(slot, feature index, add)``
+    for the per-event path, split so it never tests a flag. ``template`` is a row
+    of initial states that are immutable (ints, tuples, None) and can be copied;
+    ``fresh`` lists the slots whose initial state is mutable (sets, sketches) and
+    must be made anew for each tile.
+    """
+
+    hop_ms: int
+    horizon_ms: int
+    members: tuple[int, ...]
+    plain: tuple[tuple[int, int, Callable[[Any, Any], Any]], ...]
+    ordered: tuple[tuple[int, int, Callable[[Any, Any], Any]], ...]
+    template: tuple[Any, ...]
+    fresh: tuple[tuple[int, Callable[[], Any]], ...]
+
+    def new_row(self) -> list[Any]:
+        row = list(self.template)
+        for slot, initial in self.fresh:
+            row[slot] = initial()
+        return row
+
+
+_IMMUTABLE = (int, float, str, tuple, type(None))
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """How a source's features map onto per-hop tile rows; built once per source."""
+
+    features: tuple[Feature, ...]
+    groups: tuple[Group, ...]
+
+    @classmethod
+    def of(cls, features: Sequence[Feature]) -> Layout:
+        names = [feature.name for feature in features]
+        if len(set(names)) != len(names):
+            raise ValueError(f"feature names repeat: {names}")
+        groups = []
+        for hop_ms in sorted({feature.window.hop_ms for feature in features}):
+            members = tuple(i for i, f in enumerate(features) if f.window.hop_ms == hop_ms)
+            aggregators = [features[i].aggregator for i in members]
+            initials = [aggregator.initial() for aggregator in aggregators]
+            groups.append(
+                Group(
+                    hop_ms=hop_ms,
+                    horizon_ms=max(features[i].window.window_ms for i in members),
+                    members=members,
+                    plain=tuple(
+                        (slot, i, a.add)
+                        for slot, (i, a) in enumerate(zip(members, aggregators, strict=True))
+                        if not a.ordered
+                    ),
+                    ordered=tuple(
+                        (slot, i, a.add)
+                        for slot, (i, a) in enumerate(zip(members, aggregators, strict=True))
+                        if a.ordered
+                    ),
+                    template=tuple(s if isinstance(s, _IMMUTABLE) else None for s in initials),
+                    fresh=tuple(
+                        (slot, a.initial)
+                        for slot, (a, s) in enumerate(zip(aggregators, initials, strict=True))
+                        if not isinstance(s, _IMMUTABLE)
+                    ),
+                )
+            )
+        return cls(tuple(features), tuple(groups))
+
+
+class EntityTiles:
+    """One entity's tiles for every feature of one source, updated in one pass per event."""
+
+    __slots__ = ("groups", "last_event_time_ms", "layout")
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.groups: list[dict[int, list[Any]]] = [{} for _ in layout.groups]
+        self.last_event_time_ms: int | None = None
+
+    def add_event(self, event_time_ms: int, values: Sequence[Any], seq: int = 0) -> None:
+        """Fold one event in: ``values[i]`` is feature ``i``'s input, ``None`` to skip it.
+
+        ``seq`` orders events with equal times for first/last: the Kafka offset.
+        """
+        last = self.last_event_time_ms
+        if last is None or event_time_ms > last:
+            self.last_event_time_ms = event_time_ms
+        for group, rows in zip(self.layout.groups, self.groups):  # noqa: B905  # hot path
+            index = event_time_ms // group.hop_ms
+            row = rows.get(index)
+            if row is None:
+                row = rows[index] = group.new_row()
+            for slot, i, add in group.plain:
+                value = values[i]
+                if value is not None:
+                    row[slot] = add(row[slot], value)
+            for slot, i, add in group.ordered:
+                value = values[i]
+                if value is not None:
+                    row[slot] = add(row[slot], (event_time_ms, seq, value))
+
+    def add_events(self, events: Iterable[tuple[int, Sequence[Any]]], first_seq: int = 0) -> None:
+        """Fold ``(event_time_ms, values)`` pairs in, numbering them from ``first_seq``."""
+        add_event = self.add_event
+        for seq, (event_time_ms, values) in enumerate(events, first_seq):
+            add_event(event_time_ms, values, seq)
+
+    def evict(self, now_ms: int) -> int:
+        """Drop the tiles no query at ``t >= now_ms`` reads; returns how many rows went."""
+        dropped = 0
+        for group, rows in zip(self.layout.groups, self.groups, strict=True):
+            oldest = (now_ms - group.horizon_ms) // group.hop_ms
+            stale = [index for index in rows if index < oldest]
+            for index in stale:
+                del rows[index]
+            dropped += len(stale)
+        return dropped
+
+    def is_empty(self) -> bool:
+        """No tiles left: the worker can delete the entity's key."""
+        return not any(self.groups)
+
+    def query(self, t_ms: int) -> dict[str, Any]:
+        """Every feature's value for its window at ``as_of_ms(t_ms)``, by name."""
+        t_ms = as_of_ms(t_ms, self.last_event_time_ms)
+        values: dict[str, Any] = {}
+        for group, rows in zip(self.layout.groups, self.groups, strict=True):
+            hop_ms = group.hop_ms
+            head = t_ms // hop_ms
+            oldest = (t_ms - group.horizon_ms) // hop_ms
+            window = [(index, row) for index, row in rows.items() if oldest <= index <= head]
+            for slot, i in enumerate(group.members):
+                feature = self.layout.features[i]
+                aggregator = feature.aggregator
+                lo = (t_ms - feature.window.window_ms) // hop_ms
+                merged = aggregator.initial()
+                merge = aggregator.merge
+                for index, row in window:
+                    if index >= lo:
+                        merged = merge(merged, row[slot])
+                values[feature.name] = aggregator.result(merged)
+        return values
+
+    def encode(self) -> bytes:
+        """Compact bytes for a RocksDB/Redis value: version, last time, then tiles per hop.
+
+        Layout: ``VERSION``, ``last_event_time_ms`` (scalar, N if none), then per hop
+        group a uint64 tile count and per tile its int64 index and one
+        uint32-length-prefixed encoded state per member feature. The layout itself
+        (features, order) is not stored: the reader must hold the same one, which
+        versioned table names guarantee.
+        """
+        parts = [sc.VERSION_BYTE, sc.encode_scalar(self.last_event_time_ms)]
+        for group, rows in zip(self.layout.groups, self.groups, strict=True):
+            encoders = [self.layout.features[i].aggregator.encode for i in group.members]
+            parts.append(sc.encode_u64(len(rows)))
+            for index, row in rows.items():
+                parts.append(sc.encode_i64(index))
+                for encode, state in zip(encoders, row, strict=True):
+                    body = encode(state)
+                    parts.append(sc.encode_u32(len(body)))
+                    parts.append(body)
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, layout: Layout, data: bytes) -> EntityTiles:
+        """The store :meth:`encode` wrote, read with the same ``layout``."""
+        tiles = cls(layout)
+        offset = sc.check_version(data, "entity tiles")
+        last, offset = sc.decode_scalar(data, offset)
+        if last is not None and (isinstance(last, bool) or not isinstance(last, int)):
+            raise StateDecodeError(f"entity tiles: last event time {last!r} is not an int")
+        tiles.last_event_time_ms = last
+        for group, rows in zip(layout.groups, tiles.groups, strict=True):
+            decoders = [layout.features[i].aggregator.decode for i in group.members]
+            count, offset = sc.decode_u64(data, offset)
+            for _ in range(count):
+                index, offset = sc.decode_i64(data, offset)
+                row: list[Any] = []
+                for decode in decoders:
+                    size, offset = sc.decode_u32(data, offset)
+                    end = offset + size
+                    if end > len(data):
+                        raise StateDecodeError("entity tiles: truncated state")
+                    row.append(decode(data[offset:end]))
+                    offset = end
+                rows[index] = row
+        sc.check_done(data, offset, "entity tiles")
+        return tiles
