@@ -16,3 +16,7 @@ class ServiceError(StreamfsError):
 
     The message says what to do about it.
     """
+
+
+class DefinitionError(StreamfsError):
+    """A user definition (a Source, ...) is inconsistent; the message names it and the field."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
 
 async def create_topic(bootstrap: str, name: str, partitions: int, **config: str) -> None:
@@ -44,6 +46,11 @@ async def read_to_end(
     bootstrap: str, topic: str
 ) -> list[tuple[int, int, bytes | None, bytes | None]]:
     """Every record now in ``topic``: (partition, offset, key, value), read without a group."""
+    return [(r.partition, r.offset, r.key, r.value) for r in await read_records(bootstrap, topic)]
+
+
+async def read_records(bootstrap: str, topic: str) -> list[Any]:
+    """Every record now in ``topic`` as aiokafka ``ConsumerRecord``s (headers included)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -53,12 +60,12 @@ async def read_to_end(
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
-        out: list[tuple[int, int, bytes | None, bytes | None]] = []
+        out: list[Any] = []
         remaining = {tp for tp in tps if end[tp] > 0}
         while remaining:
             batches = await consumer.getmany(timeout_ms=1000)
             for tp, messages in batches.items():
-                out.extend((tp.partition, m.offset, m.key, m.value) for m in messages)
+                out.extend(messages)
                 if await consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)
         return out
@@ -89,7 +96,10 @@ async def group_caught_up(bootstrap: str, group: str, topic: str) -> bool:
     await admin.start()
     await consumer.start()
     try:
-        committed = await admin.list_consumer_group_offsets(group)
+        try:
+            committed = await admin.list_consumer_group_offsets(group)
+        except KafkaError:
+            return False  # e.g. the coordinator is still loading after a broker restart
         tps = await _partitions(consumer, topic)
         end = await consumer.end_offsets(tps)
         return bool(tps) and all(tp in committed and committed[tp].offset >= end[tp] for tp in tps)
