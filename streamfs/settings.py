@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from streamfs.errors import ConfigError
+from streamfs.names import REGISTRY_TOPIC
 
 ENV_PREFIX = "STREAMFS_"
 
@@ -35,6 +36,7 @@ class Settings:
     kafka_heap_mb: int = 512
     java_home: str | None = None  # JAVA_HOME: the JDK that runs the local Kafka
     log_level: str = "info"
+    registry_topic: str = REGISTRY_TOPIC  # the feature registry's compacted Kafka topic
 
     @property
     def resolved_run_dir(self) -> Path:
@@ -68,6 +70,8 @@ class Settings:
             kwargs["java_home"] = environ["JAVA_HOME"]
         if (level := get("LOG_LEVEL")) is not None:
             kwargs["log_level"] = level.lower()
+        if (topic := get("REGISTRY_TOPIC")) is not None:
+            kwargs["registry_topic"] = topic
         return cls(**kwargs)  # type: ignore[arg-type]  # keys above match the fields
 
     def with_addresses(self, addresses: Mapping[str, str]) -> Settings:

@@ -1,0 +1,179 @@
+"""``FeatureStore``: the Python entry point (the SDK edge), over the registry for now.
+
+``FeatureStore()`` reads its settings from ``STREAMFS_*`` variables once, here;
+pass a :class:`Settings` (or a registry backend, for tests) to choose explicitly.
+Calls are synchronous, so a notebook or script uses them directly; each runs the
+registry's asyncio client to completion (on a helper thread when the caller is
+already inside an event loop, as in Jupyter). Each call reads the registry anew,
+so it sees what other writers applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import getpass
+import os
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from streamfs.definitions import FeatureView
+from streamfs.definitions.features import Duration
+from streamfs.errors import ConfigError
+from streamfs.registry.backend import Backend
+from streamfs.registry.plan import Plan, Topology, plan_apply, plan_register, plan_retire
+from streamfs.registry.records import RegistryError
+from streamfs.registry.register import view_from_sql
+from streamfs.registry.state import FeatureInfo, FeatureVersion, Lineage, RegistryState
+from streamfs.settings import Settings
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureDetails:
+    """One feature: its current definition, every version of its meaning, its lineage."""
+
+    info: FeatureInfo
+    versions: tuple[FeatureVersion, ...]
+    lineage: Lineage
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # inside a loop (Jupyter)
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+class FeatureStore:
+    """Register, list and inspect features; apply topologies (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        backend: Backend | Callable[[], Backend] | None = None,
+        who: str | None = None,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        self.settings = Settings.from_env(os.environ) if settings is None else settings
+        self._backend = backend
+        self._who = who if who is not None else getpass.getuser()
+        self._clock = clock if clock is not None else (lambda: time.time_ns() // 1_000_000)
+
+    def _open(self) -> Backend:
+        if self._backend is None:
+            if not self.settings.kafka_bootstrap:
+                raise ConfigError(
+                    "no Kafka for the registry: set STREAMFS_KAFKA_BOOTSTRAP or run"
+                    " `streamfs services up`"
+                )
+            from streamfs.registry.kafka import KafkaBackend
+
+            return KafkaBackend(self.settings.kafka_bootstrap, self.settings.registry_topic)
+        return self._backend() if callable(self._backend) else self._backend
+
+    def _read(self, use: Callable[[RegistryState], T]) -> T:
+        async def run() -> T:
+            backend = self._open()
+            try:
+                return use(await backend.load())
+            finally:
+                await backend.close()
+
+        return _run(run())
+
+    def _commit(self, make: Callable[[RegistryState], Plan]) -> Plan:
+        async def run() -> Plan:
+            backend = self._open()
+            try:
+                return await backend.commit(make)
+            finally:
+                await backend.close()
+
+        return _run(run())
+
+    # --- registration ------------------------------------------------------------------
+
+    def apply(
+        self, topology: Topology | Path | str | Iterable[object], dry_run: bool = False
+    ) -> Plan:
+        """Make the registry hold ``topology`` (a :class:`Topology`, a directory of
+        definitions, or the definition objects); returns the plan, applied unless ``dry_run``."""
+        wanted = _topology(topology)
+        if dry_run:
+            return self._read(lambda state: plan_apply(state, wanted, self._who, self._clock()))
+        return self._commit(lambda state: plan_apply(state, wanted, self._who, self._clock()))
+
+    def register_feature(
+        self,
+        name: str,
+        description: str,
+        data_type: str,
+        transformation: str,
+        *,
+        entity: str | None = None,
+        hop: Duration | None = None,
+        owner: str = "",
+    ) -> FeatureInfo:
+        """Register one feature from SQL, e.g.
+        ``COUNT(*) FROM purchases WHERE created_at >= NOW() - INTERVAL '7 days'``
+        (the forms :mod:`streamfs.definitions.sql` accepts). The same call again changes
+        nothing; a changed meaning makes a new version."""
+
+        def make(state: RegistryState) -> Plan:
+            view = view_from_sql(
+                state, name, description, data_type, transformation,
+                entity=entity, hop=hop, owner=owner or self._who,
+            )  # fmt: skip
+            return plan_register(state, view, {name: transformation}, self._who, self._clock())
+
+        self._commit(make)
+        return self.get_feature(name).info
+
+    def retire(self, view: str, version: int) -> Plan:
+        """Stop serving an old version of a view (its records stay readable)."""
+        return self._commit(
+            lambda state: plan_retire(state, view, version, self._who, self._clock())
+        )
+
+    # --- reading -----------------------------------------------------------------------
+
+    def list_features(self) -> list[FeatureInfo]:
+        """Every registered feature, by name."""
+        return self._read(lambda state: sorted(state.features().values(), key=lambda f: f.name))
+
+    def get_feature(self, name: str) -> FeatureDetails:
+        """A feature's definition, versions and lineage; :class:`RegistryError` if unknown."""
+
+        def details(state: RegistryState) -> FeatureDetails:
+            info = state.features().get(name)
+            if info is None:
+                raise RegistryError(f"feature {name!r} is not registered")
+            return FeatureDetails(info, tuple(state.feature_history(name)), state.lineage(name))
+
+        return self._read(details)
+
+    def get_feature_view(self, name: str, version: int | None = None) -> FeatureView:
+        """A feature view as registered (the latest version unless ``version``)."""
+        return self._read(lambda state: state.view(name, version))
+
+    def registry_state(self) -> RegistryState:
+        """Everything registered, for tools that need more than the calls above."""
+        return self._read(lambda state: state)
+
+
+def _topology(topology: Topology | Path | str | Iterable[object]) -> Topology:
+    if isinstance(topology, Topology):
+        return topology
+    if isinstance(topology, str | Path):
+        from streamfs.registry.topology import load_topology
+
+        return load_topology(Path(topology))
+    return Topology.of(topology)
