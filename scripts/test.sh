@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 echo "test: ruff and mypy" >&2
-.venv/bin/ruff check streamfs tests bench
-.venv/bin/ruff format --check streamfs tests bench
+.venv/bin/ruff check streamfs tests bench topology
+.venv/bin/ruff format --check streamfs tests bench topology
 .venv/bin/mypy
 
 echo "test: pytest" >&2

@@ -92,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     from streamfs.schemas.registry import command as schema_registry_command
 
     schema_registry_command.add_parser(sub)
+
+    from streamfs import produce_command
+    from streamfs.schemas import register_command
+
+    produce_command.add_parser(sub)
+    register_command.add_parser(sub)
+
+    from streamfs.registry import command as registry_command
+
+    registry_command.add_parser(sub)
     return parser
 
 

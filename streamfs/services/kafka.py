@@ -152,15 +152,23 @@ def start(
     java_home: str | None,
     heap_mb: int,
     progress: Callable[[str], None],
+    ports: tuple[int, int] | None = None,
 ) -> process.ProcessState:
-    """Format storage if new, start the broker, and wait until it answers a metadata request."""
+    """Format storage if new, start the broker, and wait until it answers a metadata request.
+
+    ``ports`` (client, controller) restarts a broker where clients last found it; by
+    default two free ports are chosen.
+    """
     java = find_java(java_home)
     libs = fetch(cache_dir, progress)
     data_dir = service_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    port, controller_port = process.free_port(), process.free_port()
-    while controller_port == port:
-        controller_port = process.free_port()
+    if ports is None:
+        port, controller_port = process.free_port(), process.free_port()
+        while controller_port == port:
+            controller_port = process.free_port()
+    else:
+        port, controller_port = ports
     config = service_dir / "server.properties"
     config.write_text(_server_properties(port, controller_port, data_dir))
     classpath = f"{libs}/*"

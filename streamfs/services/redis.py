@@ -23,11 +23,14 @@ def find_redis_server() -> str:
     return found
 
 
-def start(service_dir: Path, progress: Callable[[str], None]) -> process.ProcessState:
+def start(
+    service_dir: Path, progress: Callable[[str], None], port: int | None = None
+) -> process.ProcessState:
+    """Start Redis on ``port`` (default: a free one) and wait until it answers PING."""
     binary = find_redis_server()
     data_dir = service_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = process.free_port()
+    port = process.free_port() if port is None else port
     log_file = service_dir / "redis.log"
     progress(f"starting Redis on 127.0.0.1:{port}")
     argv = [

@@ -43,7 +43,17 @@ class CounterWorker:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "faust", "-A", "tests.apps.counter", "worker", "-l", "info"],
+                [
+                    sys.executable,
+                    "-m",
+                    "faust",
+                    "-A",
+                    "tests.apps.counter",
+                    "worker",
+                    "-l",
+                    "info",
+                    "--without-web",
+                ],
                 cwd=REPO,
                 env=self.env,
                 stdout=out,

@@ -1,0 +1,149 @@
+"""One partition's batch through the engine: validate, fold into tiles, produce writes.
+
+Faust-free, so it is tested without a broker; :mod:`streamfs.worker` binds it to
+Faust tables, the dead-letter producer and Redis.
+
+State lives in a key-value store (a Faust table in the worker)::
+
+    {view}@{version}:{entity_key}  ->  8-byte offset + EntityTiles bytes
+    \\x00p:{topic}:{partition}      ->  8-byte last offset processed + 8-byte watermark
+
+:meth:`PartitionEngine.process` reads the store but does not write it: it returns the
+new values (``BatchResult.state``), and the worker stores them only after the
+dead-letter topic and Redis have accepted the batch. So:
+
+- a crash before the state is stored replays the batch from the old state and gets
+  the same results (Redis writes are idempotent by offset; dead letters may be sent
+  twice, each carrying its original partition and offset);
+- a crash after it replays messages at or below the partition's last processed
+  offset, which are skipped whole: not re-validated (a replay must not turn into
+  ``late`` rejects against a watermark that already moved past it), not re-counted.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from streamfs.definitions import Source
+from streamfs.ingest import Event, Message, Reject, Validator
+from streamfs.online import DEFAULT_NAMESPACE, OnlineWrite, ViewLayout, online_key
+from streamfs.tiles import EntityTiles
+
+_OFFSET = struct.Struct(">q")
+_MARKER = struct.Struct(">qq")
+_NO_WATERMARK = -(2**63)
+MARKER_PREFIX = "\x00p:"
+
+
+class StateStore(Protocol):
+    def get(self, key: str) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ViewPlan:
+    """A feature view compiled for the engine: what to fold from each event of its source.
+
+    ``inputs(record)`` returns one input per feature of ``view.layout`` (``None``: the
+    event does not count for that feature, e.g. filtered out).
+    """
+
+    view: ViewLayout
+    source: Source
+    inputs: Callable[[Mapping[str, Any]], Sequence[Any]]
+    ttl_ms: int
+    # How far behind "now" a reader's clock may be: tiles it could still read are kept.
+    evict_slack_ms: int = 60_000
+
+
+@dataclass(slots=True)
+class BatchResult:
+    writes: list[OnlineWrite] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    state: dict[str, bytes] = field(default_factory=dict)  # to store once the sinks accepted
+    skipped_replays: int = 0
+
+
+def state_key(view: ViewLayout, entity_key: str | int) -> str:
+    return f"{view.name}@{view.version}:{entity_key}"
+
+
+def marker_key(topic: str, partition: int) -> str:
+    return f"{MARKER_PREFIX}{topic}:{partition}"
+
+
+class PartitionEngine:
+    """Processes batches of one source's messages, one partition at a time."""
+
+    def __init__(
+        self,
+        source: Source,
+        views: Sequence[ViewPlan],
+        validator: Validator,
+        clock: Callable[[], int],
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> None:
+        self.source = source
+        self.views = list(views)
+        self.validator = validator
+        self.clock = clock
+        self.namespace = namespace
+
+    def set_views(self, views: Sequence[ViewPlan]) -> None:
+        """Swap in a new set of views (a registry change); takes effect with the next batch."""
+        self.views = list(views)
+
+    async def process(
+        self, partition: int, messages: Sequence[Message], store: StateStore
+    ) -> BatchResult:
+        """Fold ``messages`` (one partition, offset order) over the state in ``store``."""
+        result = BatchResult()
+        m_key = marker_key(self.source.topic, partition)
+        raw_marker = store.get(m_key)
+        last_done, watermark = (
+            (-1, _NO_WATERMARK) if raw_marker is None else _MARKER.unpack(raw_marker)
+        )
+        fresh = [m for m in messages if m.offset > last_done]
+        result.skipped_replays = len(messages) - len(fresh)
+        if not fresh:
+            return result
+        watermarks = {} if watermark == _NO_WATERMARK else {partition: watermark}
+        validated = await self.validator.validate(fresh, watermarks)
+        result.rejects = list(validated.rejects)
+        result.events = list(validated.events)
+        new_watermark = validated.watermarks.get(partition, _NO_WATERMARK)
+        result.state[m_key] = _MARKER.pack(max(m.offset for m in fresh), new_watermark)
+
+        by_entity: dict[str | int, list[Event]] = {}
+        for event in validated.events:
+            by_entity.setdefault(event.entity_key, []).append(event)
+        now = self.clock()
+        for plan in self.views:
+            for entity, events in by_entity.items():
+                key = state_key(plan.view, entity)
+                raw = store.get(key)
+                if raw is None:
+                    tiles = EntityTiles(plan.view.layout)
+                else:
+                    tiles = EntityTiles.decode(plan.view.layout, raw[_OFFSET.size :])
+                inputs = plan.inputs
+                for event in events:
+                    tiles.add_event(event.event_time_ms, inputs(event.record), event.offset)
+                tiles.evict(now - plan.evict_slack_ms)
+                body = tiles.encode()
+                offset = events[-1].offset
+                result.state[key] = _OFFSET.pack(offset) + body
+                assert tiles.last_event_time_ms is not None  # events were folded in
+                result.writes.append(
+                    OnlineWrite(
+                        online_key(plan.view.name, plan.view.version, entity, self.namespace),
+                        offset,
+                        body,
+                        tiles.last_event_time_ms,
+                        plan.ttl_ms,
+                    )
+                )
+        return result
