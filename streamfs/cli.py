@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     from streamfs.registry import command as registry_command
 
     registry_command.add_parser(sub)
+
+    from streamfs import worker_command
+
+    worker_command.add_parser(sub)
     return parser
 
 

@@ -69,17 +69,26 @@ class OnlineWrite:
     ttl_ms: int
 
 
+def _no_derived(values: dict[str, Any]) -> dict[str, Any]:
+    return values
+
+
 @dataclass(frozen=True, slots=True)
 class ViewLayout:
-    """What a reader needs of a view: its name, version and tile layout."""
+    """What a reader needs of a view: name, state version, tile layout, derived features.
+
+    ``finish(values)`` adds the derived features to the merged tile values.
+    """
 
     name: str
     version: int
     layout: Layout
+    derived_names: tuple[str, ...] = ()
+    finish: Callable[[dict[str, Any]], dict[str, Any]] = _no_derived
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.layout.features)
+        return tuple(f.name for f in self.layout.features) + self.derived_names
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,9 +163,73 @@ def decode_values(
     """The named features of one entity at ``at_ms`` from its stored tiles (None: no events)."""
     # An unknown entity reads as no events: every function's empty value.
     state = EntityTiles(view.layout) if tiles is None else EntityTiles.decode(view.layout, tiles)
-    values = state.query(at_ms)
+    values = view.finish(state.query(at_ms))
     as_of = at_ms if state.last_event_time_ms is None else max(at_ms, state.last_event_time_ms)
     return FeatureValues(entity_key, {n: values[n] for n in names}, state.last_event_time_ms, as_of)
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineRow:
+    """One entity's requested features at ``as_of_ms``, and per view the event time of the
+    newest event behind them (``None``: no event yet), so a caller can judge freshness."""
+
+    entity_key: str | int
+    values: dict[str, Any]
+    last_event_time_ms: dict[str, int | None]
+    as_of_ms: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "entity": self.entity_key,
+            "features": self.values,
+            "last_event_time_ms": self.last_event_time_ms,
+            "as_of_ms": self.as_of_ms,
+        }
+
+
+def read_online(
+    client: Any,
+    views: Mapping[str, ViewLayout],
+    entity_keys: Sequence[str | int],
+    features: Sequence[str],
+    at_ms: int,
+    namespace: str = DEFAULT_NAMESPACE,
+) -> list[OnlineRow]:
+    """The features of each entity (in order) at ``at_ms``: one pipelined Redis round trip.
+
+    ``features`` are ``view:feature`` or bare names unique across views; unknown names
+    raise :class:`UnknownFeatureError` listing them all. Unknown entities read as
+    empty windows (count 0, others null), never as an error.
+    """
+    wanted = resolve_features(views, features)
+    pipe = client.pipeline(transaction=False)
+    order: list[tuple[int, str]] = []
+    for i, entity in enumerate(entity_keys):
+        for view_name in wanted:
+            view = views[view_name]
+            pipe.hget(online_key(view.name, view.version, entity, namespace), "t")
+            order.append((i, view_name))
+    raw = pipe.execute()
+    per_entity: list[dict[str, FeatureValues]] = [{} for _ in entity_keys]
+    for (i, view_name), tiles in zip(order, raw, strict=True):
+        per_entity[i][view_name] = decode_values(
+            views[view_name], entity_keys[i], tiles, wanted[view_name], at_ms
+        )
+    rows = []
+    for entity, by_view in zip(entity_keys, per_entity, strict=True):
+        values: dict[str, Any] = {}
+        for view_values in by_view.values():
+            values.update(view_values.values)
+        ordered = {f: values[f.rpartition(":")[2]] for f in features}
+        rows.append(
+            OnlineRow(
+                entity,
+                ordered,
+                {v: fv.last_event_time_ms for v, fv in by_view.items()},
+                max((fv.as_of_ms for fv in by_view.values()), default=at_ms),
+            )
+        )
+    return rows
 
 
 class OnlineReader:
@@ -179,21 +252,7 @@ class OnlineReader:
         entity_keys: Sequence[str | int],
         features: Sequence[str],
         at_ms: int | None = None,
-    ) -> list[dict[str, FeatureValues]]:
-        """Per entity (in order), per view: the requested features at ``at_ms`` (default now)."""
-        wanted = resolve_features(self._views, features)
+    ) -> list[OnlineRow]:
+        """:func:`read_online` at ``at_ms`` (default: now, by the reader's clock)."""
         at = self._clock() if at_ms is None else at_ms
-        pipe = self._client.pipeline(transaction=False)
-        order: list[tuple[int, str]] = []
-        for i, entity in enumerate(entity_keys):
-            for view_name in wanted:
-                view = self._views[view_name]
-                pipe.hget(online_key(view.name, view.version, entity, self._namespace), "t")
-                order.append((i, view_name))
-        raw = pipe.execute()
-        out: list[dict[str, FeatureValues]] = [{} for _ in entity_keys]
-        for (i, view_name), tiles in zip(order, raw, strict=True):
-            out[i][view_name] = decode_values(
-                self._views[view_name], entity_keys[i], tiles, wanted[view_name], at
-            )
-        return out
+        return read_online(self._client, self._views, entity_keys, features, at, self._namespace)

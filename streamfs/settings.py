@@ -37,6 +37,8 @@ class Settings:
     java_home: str | None = None  # JAVA_HOME: the JDK that runs the local Kafka
     log_level: str = "info"
     registry_topic: str = REGISTRY_TOPIC  # the feature registry's compacted Kafka topic
+    # Separates deployments (or tests) sharing one Redis: part of every online key.
+    namespace: str = "default"
 
     @property
     def resolved_run_dir(self) -> Path:
@@ -68,6 +70,8 @@ class Settings:
                 ) from exc
         if environ.get("JAVA_HOME"):
             kwargs["java_home"] = environ["JAVA_HOME"]
+        if (namespace := get("NAMESPACE")) is not None:
+            kwargs["namespace"] = namespace
         if (level := get("LOG_LEVEL")) is not None:
             kwargs["log_level"] = level.lower()
         if (topic := get("REGISTRY_TOPIC")) is not None:

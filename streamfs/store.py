@@ -15,7 +15,7 @@ import concurrent.futures
 import getpass
 import os
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from streamfs.definitions import FeatureView
 from streamfs.definitions.features import Duration
 from streamfs.errors import ConfigError
+from streamfs.online import OnlineRow, ViewLayout, read_online
 from streamfs.registry.backend import Backend
 from streamfs.registry.plan import Plan, Topology, plan_apply, plan_register, plan_retire
 from streamfs.registry.records import RegistryError
@@ -66,6 +67,10 @@ class FeatureStore:
         self._backend = backend
         self._who = who if who is not None else getpass.getuser()
         self._clock = clock if clock is not None else (lambda: time.time_ns() // 1_000_000)
+        self._layouts: dict[str, ViewLayout] | None = None
+        self._layouts_at = 0.0
+        self.layouts_ttl_s = 30.0  # how stale the cached view definitions may get
+        self._redis_client: Any = None
 
     def _open(self) -> Backend:
         if self._backend is None:
@@ -167,6 +172,54 @@ class FeatureStore:
     def registry_state(self) -> RegistryState:
         """Everything registered, for tools that need more than the calls above."""
         return self._read(lambda state: state)
+
+    # --- online ------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Reload the served views from the registry (reads use a cached copy)."""
+        from streamfs.plans import reader_layouts
+
+        self._layouts = reader_layouts(self.registry_state())
+        self._layouts_at = time.monotonic()
+
+    def _reader_layouts(self) -> dict[str, ViewLayout]:
+        if self._layouts is None or time.monotonic() - self._layouts_at > self.layouts_ttl_s:
+            self.refresh()
+        assert self._layouts is not None
+        return self._layouts
+
+    def _redis(self) -> Any:
+        if self._redis_client is None:
+            if not self.settings.redis_url:
+                raise ConfigError(
+                    "no Redis to read features from: set STREAMFS_REDIS_URL or run"
+                    " `streamfs services up`"
+                )
+            import redis
+
+            self._redis_client = redis.Redis.from_url(self.settings.redis_url)
+        return self._redis_client
+
+    def get_online_features(
+        self,
+        entity_keys: str | int | Sequence[str | int],
+        features: Sequence[str],
+        at_ms: int | None = None,
+    ) -> OnlineRow | list[OnlineRow]:
+        """Features of one entity (an :class:`OnlineRow`) or of many (a list, in order), exact
+        at ``at_ms`` (default: now) by the window rule, in one Redis round trip.
+
+        ``features`` are ``view:feature`` or names unique across views; unknown names raise
+        :class:`~streamfs.online.UnknownFeatureError` naming them. An unknown entity gets
+        empty values (count 0, others None) and no last event time.
+        """
+        at = self._clock() if at_ms is None else at_ms
+        layouts, namespace = self._reader_layouts(), self.settings.namespace
+        if isinstance(entity_keys, str | int):
+            return read_online(self._redis(), layouts, [entity_keys], features, at, namespace)[0]
+        return read_online(self._redis(), layouts, entity_keys, features, at, namespace)
+
+    read_online = get_online_features
 
 
 def _topology(topology: Topology | Path | str | Iterable[object]) -> Topology:

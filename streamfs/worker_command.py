@@ -1,0 +1,162 @@
+"""``streamfs worker``: run a worker process for every feature view in the registry.
+
+Reads the served view versions from the registry, makes sure their source topics
+exist, and runs the Faust app of :mod:`streamfs.worker`. Every ``--refresh`` seconds
+it reloads the registry: new or changed views on sources it already consumes take
+effect with the next batch, without a restart. A view on a new source needs a
+worker restart (a Faust app's topics are fixed when it starts); the worker logs
+``restart_needed`` naming the source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from streamfs.errors import ConfigError
+from streamfs.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
+    parser = subparsers.add_parser(
+        "worker", help="consume the sources of the registered feature views into Redis"
+    )
+    parser.add_argument("--name", default="worker-1", help="this worker's name (its data dir)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="RocksDB state (default: <cache>/worker/<name>)"
+    )
+    parser.add_argument("--app-id", default=None, help="Faust app id / consumer group")
+    parser.add_argument("--batch-size", type=int, default=2_000)
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=4,
+        help="partitions of a source topic that does not exist yet",
+    )
+    parser.add_argument(
+        "--refresh", type=float, default=5.0, help="seconds between registry reloads"
+    )
+    parser.add_argument(
+        "--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"]
+    )
+    parser.set_defaults(handler=run)
+
+
+def _require(settings: Settings) -> tuple[str, str, str]:
+    missing = [
+        name
+        for name, value in (
+            ("STREAMFS_KAFKA_BOOTSTRAP", settings.kafka_bootstrap),
+            ("STREAMFS_REDIS_URL", settings.redis_url),
+            ("STREAMFS_SCHEMA_REGISTRY_URL", settings.schema_registry_url),
+        )
+        if not value
+    ]
+    if missing or not (
+        settings.kafka_bootstrap and settings.redis_url and settings.schema_registry_url
+    ):
+        raise ConfigError(f"the worker needs {', '.join(missing)} (or `streamfs services up`)")
+    return settings.kafka_bootstrap, settings.redis_url, settings.schema_registry_url
+
+
+async def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int) -> dict[str, int]:
+    """Each topic's partition count, creating the missing ones with ``partitions``."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        existing = set(await consumer.topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker was first
+                await admin.create_topics([NewTopic(t, partitions, 1) for t in missing])
+            log.info("topics_created", topics=missing, partitions=partitions)
+        await consumer._client.force_metadata_update()  # see the new topics
+        return {t: len(consumer.partitions_for_topic(t) or ()) for t in topics}
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    import faust
+
+    from streamfs import names
+    from streamfs.engine import PartitionEngine, ViewPlan
+    from streamfs.ingest import Validator
+    from streamfs.metrics import default_ingest_metrics
+    from streamfs.plans import served_views, view_plan
+    from streamfs.schemas.client import connect
+    from streamfs.schemas.codec import Decoder
+    from streamfs.store import FeatureStore
+    from streamfs.worker import WorkerOptions, build_app, wall_clock_ms
+
+    bootstrap, redis_url, registry_url = _require(settings)
+    store = FeatureStore(settings)
+    plans = [view_plan(s) for s in served_views(store.registry_state())]
+    if not plans:
+        raise ConfigError("no feature views are registered: run `streamfs apply topology/` first")
+    sources = {p.source.name: p.source for p in plans}
+    partitions = asyncio.run(
+        ensure_topics(bootstrap, [s.topic for s in sources.values()], args.partitions)
+    )
+    options = WorkerOptions(
+        app_id=args.app_id or names.worker_app_id(),
+        kafka_bootstrap=bootstrap,
+        redis_url=redis_url,
+        data_dir=args.data_dir or settings.cache_dir / "worker" / args.name,
+        batch_size=args.batch_size,
+    )
+
+    def make_engine(source_plans: Sequence[ViewPlan]) -> PartitionEngine:
+        source = source_plans[0].source
+        decoder = Decoder(connect(registry_url), source.reader_schema)
+        validator = Validator(source, decoder, wall_clock_ms, default_ingest_metrics())
+        return PartitionEngine(
+            source, source_plans, validator, wall_clock_ms, namespace=settings.namespace
+        )
+
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    app, runtimes = build_app(options, plans, make_engine, lambda topic: partitions[topic])
+
+    @app.timer(args.refresh)  # type: ignore[untyped-decorator]  # faust ships no types
+    async def refresh_views() -> None:
+        # The registry read blocks on Kafka; keep it off the event loop.
+        state = await asyncio.to_thread(store.registry_state)
+        fresh = [view_plan(s) for s in served_views(state)]
+        by_source: dict[str, list[ViewPlan]] = {}
+        for plan in fresh:
+            by_source.setdefault(plan.source.name, []).append(plan)
+        for runtime in runtimes:
+            wanted = by_source.pop(runtime.engine.source.name, [])
+            current = [(p.view.name, p.view.version) for p in runtime.engine.views]
+            if [(p.view.name, p.view.version) for p in wanted] != current:
+                runtime.engine.set_views(wanted)
+                log.info(
+                    "views_changed",
+                    source=runtime.engine.source.name,
+                    views=[f"{p.view.name}@{p.view.version}" for p in wanted],
+                )
+        for source in by_source:
+            log.warning("restart_needed", source=source, reason="a view reads a new source")
+
+    logging.getLogger("faust").setLevel(
+        args.loglevel.upper().replace("CRIT", "CRITICAL").replace("WARN", "WARNING")
+    )
+    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0
