@@ -49,7 +49,7 @@ def _services(args: argparse.Namespace, settings: Settings) -> int:
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from streamfs import demo
 
-    return demo.run(settings, args.duration, args.schemas)
+    return demo.run(settings, args.duration, args.schemas, args.topology, args.rate, args.port)
 
 
 def resolve_settings(environ: dict[str, str] | os._Environ[str]) -> Settings:
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     services.set_defaults(handler=_services)
 
     demo = sub.add_parser(
-        "demo", help="run the whole system locally: services, sample events, and (later) workers"
+        "demo", help="run the whole system locally: services, sample events, workers, web view"
     )
     demo.add_argument(
         "--duration",
@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--schemas", type=Path, default=Path("avro_schemas"), help="the .avsc files to register"
     )
+    demo.add_argument(
+        "--topology", type=Path, default=Path("topology"), help="the definitions to apply"
+    )
+    demo.add_argument("--rate", type=float, default=50.0, help="purchase events per second")
+    demo.add_argument("--port", type=int, default=8000, help="the web view's port")
     demo.set_defaults(handler=_demo)
 
     from streamfs.schemas.registry import command as schema_registry_command

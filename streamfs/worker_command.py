@@ -32,7 +32,10 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("--name", default="worker-1", help="this worker's name (its data dir)")
     parser.add_argument(
-        "--data-dir", type=Path, default=None, help="RocksDB state (default: <cache>/worker/<name>)"
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="RocksDB state (default: <cache>/worker/<cluster>/<app id>/<name>)",
     )
     parser.add_argument("--app-id", default=None, help="Faust app id / consumer group")
     parser.add_argument("--batch-size", type=int, default=2_000)
@@ -68,8 +71,10 @@ def _require(settings: Settings) -> tuple[str, str, str]:
     return settings.kafka_bootstrap, settings.redis_url, settings.schema_registry_url
 
 
-async def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int) -> dict[str, int]:
-    """Each topic's partition count, creating the missing ones with ``partitions``."""
+async def ensure_topics(
+    bootstrap: str, topics: Sequence[str], partitions: int
+) -> tuple[str, dict[str, int]]:
+    """The cluster id, and each topic's partition count (creating missing topics)."""
     from aiokafka import AIOKafkaConsumer
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
@@ -86,7 +91,8 @@ async def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int) 
                 await admin.create_topics([NewTopic(t, partitions, 1) for t in missing])
             log.info("topics_created", topics=missing, partitions=partitions)
         await consumer._client.force_metadata_update()  # see the new topics
-        return {t: len(consumer.partitions_for_topic(t) or ()) for t in topics}
+        cluster_id = str((await admin.describe_cluster()).get("cluster_id") or "unknown")
+        return cluster_id, {t: len(consumer.partitions_for_topic(t) or ()) for t in topics}
     finally:
         await consumer.stop()
         await admin.close()
@@ -111,14 +117,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not plans:
         raise ConfigError("no feature views are registered: run `streamfs apply topology/` first")
     sources = {p.source.name: p.source for p in plans}
-    partitions = asyncio.run(
+    cluster_id, partitions = asyncio.run(
         ensure_topics(bootstrap, [s.topic for s in sources.values()], args.partitions)
     )
+    app_id = args.app_id or names.worker_app_id()
+    # Local state belongs to one cluster's changelogs: a worker pointed at another Kafka
+    # (a new dev broker, say) must not find state that cluster never saw.
+    default_dir = settings.cache_dir / "worker" / cluster_id / app_id / args.name
     options = WorkerOptions(
-        app_id=args.app_id or names.worker_app_id(),
+        app_id=app_id,
         kafka_bootstrap=bootstrap,
         redis_url=redis_url,
-        data_dir=args.data_dir or settings.cache_dir / "worker" / args.name,
+        data_dir=args.data_dir or default_dir,
         batch_size=args.batch_size,
     )
 
