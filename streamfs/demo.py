@@ -133,7 +133,7 @@ class Demo:
         self.progress(
             f"two workers and producers running ({self.rate:g} purchases/s); logs in {self.log_dir}"
         )
-        if importlib.util.find_spec("streamfs.serving.command") is not None:
+        if _has_web_server():
             self._spawn("serve", ["serve", "--host", "127.0.0.1", "--port", str(self.port)])
             self.progress(f"web view: http://127.0.0.1:{self.port}/")
         self.progress(
@@ -182,6 +182,13 @@ class Demo:
 
 class DemoError(Exception):
     pass
+
+
+def _has_web_server() -> bool:
+    try:
+        return importlib.util.find_spec("streamfs.serving.command") is not None
+    except ModuleNotFoundError:  # no streamfs.serving package at all
+        return False
 
 
 def run(
