@@ -62,3 +62,15 @@ def test_importing_streamfs_starts_no_loop_and_loads_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_kafka_cluster_ids_are_valid_and_never_read_as_an_option() -> None:
+    import base64
+
+    from streamfs.services.kafka import cluster_id
+
+    ids = {cluster_id() for _ in range(2_000)}
+    assert len(ids) == 2_000
+    for value in ids:
+        assert not value.startswith("-")
+        assert len(base64.urlsafe_b64decode(value + "==")) == 16

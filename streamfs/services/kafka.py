@@ -114,9 +114,17 @@ def fetch(cache_dir: Path, progress: Callable[[str], None]) -> Path:
     return libs
 
 
-def _cluster_id() -> str:
-    """A fresh KRaft cluster id: a random UUID in Kafka's URL-safe base64 form."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+def cluster_id() -> str:
+    """A fresh KRaft cluster id: a random UUID in Kafka's URL-safe base64 form.
+
+    Like Kafka's own ``Uuid.randomUuid``, never one starting with ``-``: the storage
+    tool would read it as an option (seen: "argument --cluster-id/-t: expected one
+    argument", one format in 64).
+    """
+    while True:
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not value.startswith("-"):
+            return value
 
 
 def _server_properties(port: int, controller_port: int, log_dirs: Path) -> str:
@@ -187,7 +195,7 @@ def start(
     if not (data_dir / "meta.properties").exists():
         progress("formatting KRaft storage with a fresh cluster id")
         formatted = subprocess.run(
-            [*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)],
+            [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(config)],
             capture_output=True,
             text=True,
             check=False,
