@@ -62,9 +62,18 @@ def view_plan(served: ServedView) -> ViewPlan:
     )
 
 
-def reader_layouts(state: RegistryState) -> dict[str, ViewLayout]:
-    """For readers: the newest served state version of each view, by view name."""
+def _newest_served(state: RegistryState) -> dict[str, ServedView]:
     newest: dict[str, ServedView] = {}
     for served in served_views(state):
         newest[served.view.name] = served  # ascending versions: the last one wins
-    return {name: layout_of(s) for name, s in newest.items()}
+    return newest
+
+
+def newest_views(state: RegistryState) -> list[FeatureView]:
+    """The newest served definition of each view: what readers (online, offline) answer from."""
+    return [s.view for s in _newest_served(state).values()]
+
+
+def reader_layouts(state: RegistryState) -> dict[str, ViewLayout]:
+    """For readers: the newest served state version of each view, by view name."""
+    return {name: layout_of(s) for name, s in _newest_served(state).items()}

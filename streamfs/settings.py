@@ -39,6 +39,8 @@ class Settings:
     registry_topic: str = REGISTRY_TOPIC  # the feature registry's compacted Kafka topic
     # Separates deployments (or tests) sharing one Redis: part of every online key.
     namespace: str = "default"
+    # The offline Parquet log: a local path or a pyarrow filesystem URI (s3://...).
+    offline_root: str | None = None
 
     @property
     def resolved_run_dir(self) -> Path:
@@ -70,6 +72,8 @@ class Settings:
                 ) from exc
         if environ.get("JAVA_HOME"):
             kwargs["java_home"] = environ["JAVA_HOME"]
+        if (offline_root := get("OFFLINE_ROOT")) is not None:
+            kwargs["offline_root"] = offline_root
         if (namespace := get("NAMESPACE")) is not None:
             kwargs["namespace"] = namespace
         if (level := get("LOG_LEVEL")) is not None:

@@ -108,7 +108,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from streamfs.plans import served_views, view_plan
     from streamfs.schemas.client import connect
     from streamfs.schemas.codec import Decoder
-    from streamfs.store import FeatureStore
+    from streamfs.store import FeatureStore, default_offline_root
     from streamfs.worker import WorkerOptions, build_app, wall_clock_ms
 
     bootstrap, redis_url, registry_url = _require(settings)
@@ -130,6 +130,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         redis_url=redis_url,
         data_dir=args.data_dir or default_dir,
         batch_size=args.batch_size,
+        offline_root=default_offline_root(settings),
     )
 
     def make_engine(source_plans: Sequence[ViewPlan]) -> PartitionEngine:
