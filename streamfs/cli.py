@@ -111,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     from streamfs import worker_command
 
     worker_command.add_parser(sub)
+
+    from streamfs.offline import command as offline_command
+
+    offline_command.add_parser(sub)
+
+    from streamfs.serving import command as serve_command
+
+    serve_command.add_parser(sub)
     return parser
 
 

@@ -159,13 +159,54 @@ def decode_values(
     tiles: bytes | None,
     names: Sequence[str],
     at_ms: int,
+    cache: ValueCache | None = None,
 ) -> FeatureValues:
     """The named features of one entity at ``at_ms`` from its stored tiles (None: no events)."""
-    # An unknown entity reads as no events: every function's empty value.
-    state = EntityTiles(view.layout) if tiles is None else EntityTiles.decode(view.layout, tiles)
-    values = view.finish(state.query(at_ms))
-    as_of = at_ms if state.last_event_time_ms is None else max(at_ms, state.last_event_time_ms)
-    return FeatureValues(entity_key, {n: values[n] for n in names}, state.last_event_time_ms, as_of)
+    if cache is not None and tiles is not None:
+        values, last = cache.values(view, tiles, at_ms)
+    else:
+        # An unknown entity reads as no events: every function's empty value.
+        state = (
+            EntityTiles(view.layout) if tiles is None else EntityTiles.decode(view.layout, tiles)
+        )
+        values, last = view.finish(state.query(at_ms)), state.last_event_time_ms
+    as_of = at_ms if last is None else max(at_ms, last)
+    return FeatureValues(entity_key, {n: values[n] for n in names}, last, as_of)
+
+
+class ValueCache:
+    """Recently computed values, so a hot entity is not decoded again on every read.
+
+    Decoding an entity's tiles costs far more than a Redis round trip, and a read's
+    values depend only on the stored bytes and on which hop each group's window
+    starts and ends in at the read time. So the key is ``(view, version, bytes, hop
+    index of the read time per group)``: exact, never stale (new bytes, new key). A
+    state whose newest event is after the read time is computed afresh, since the
+    read then happens at that event's time. Bounded: full means cleared.
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[tuple[Any, ...], tuple[dict[str, Any], int | None]] = {}
+        self.hits = self.misses = 0
+
+    def values(
+        self, view: ViewLayout, tiles: bytes, at_ms: int
+    ) -> tuple[dict[str, Any], int | None]:
+        hops = tuple(at_ms // group.hop_ms for group in view.layout.groups)
+        key = (view.name, view.version, tiles, hops)
+        entry = self._entries.get(key)
+        if entry is not None and (entry[1] is None or entry[1] <= at_ms):
+            self.hits += 1
+            return entry
+        self.misses += 1
+        state = EntityTiles.decode(view.layout, tiles)
+        entry = (view.finish(state.query(at_ms)), state.last_event_time_ms)
+        if entry[1] is None or entry[1] <= at_ms:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[key] = entry
+        return entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +235,7 @@ def read_online(
     features: Sequence[str],
     at_ms: int,
     namespace: str = DEFAULT_NAMESPACE,
+    cache: ValueCache | None = None,
 ) -> list[OnlineRow]:
     """The features of each entity (in order) at ``at_ms``: one pipelined Redis round trip.
 
@@ -201,35 +243,81 @@ def read_online(
     raise :class:`UnknownFeatureError` listing them all. Unknown entities read as
     empty windows (count 0, others null), never as an error.
     """
-    wanted = resolve_features(views, features)
+    reads = OnlineReads(views, entity_keys, features, namespace)
     pipe = client.pipeline(transaction=False)
-    order: list[tuple[int, str]] = []
-    for i, entity in enumerate(entity_keys):
-        for view_name in wanted:
-            view = views[view_name]
-            pipe.hget(online_key(view.name, view.version, entity, namespace), "t")
-            order.append((i, view_name))
-    raw = pipe.execute()
-    per_entity: list[dict[str, FeatureValues]] = [{} for _ in entity_keys]
-    for (i, view_name), tiles in zip(order, raw, strict=True):
-        per_entity[i][view_name] = decode_values(
-            views[view_name], entity_keys[i], tiles, wanted[view_name], at_ms
-        )
-    rows = []
-    for entity, by_view in zip(entity_keys, per_entity, strict=True):
-        values: dict[str, Any] = {}
-        for view_values in by_view.values():
-            values.update(view_values.values)
-        ordered = {f: values[f.rpartition(":")[2]] for f in features}
-        rows.append(
-            OnlineRow(
-                entity,
-                ordered,
-                {v: fv.last_event_time_ms for v, fv in by_view.items()},
-                max((fv.as_of_ms for fv in by_view.values()), default=at_ms),
+    for key in reads.keys:
+        pipe.hget(key, "t")
+    return reads.rows(pipe.execute(), at_ms, cache)
+
+
+async def read_online_async(
+    client: Any,
+    views: Mapping[str, ViewLayout],
+    entity_keys: Sequence[str | int],
+    features: Sequence[str],
+    at_ms: int,
+    namespace: str = DEFAULT_NAMESPACE,
+    cache: ValueCache | None = None,
+) -> list[OnlineRow]:
+    """:func:`read_online` with a ``redis.asyncio`` client (the HTTP server's)."""
+    reads = OnlineReads(views, entity_keys, features, namespace)
+    if len(reads.keys) == 1:  # no pipeline object for the common single-key read
+        raw = [await client.hget(reads.keys[0], "t")]
+    else:
+        pipe = client.pipeline(transaction=False)
+        for key in reads.keys:
+            pipe.hget(key, "t")
+        raw = await pipe.execute()
+    return reads.rows(raw, at_ms, cache)
+
+
+class OnlineReads:
+    """One read, split so sync and async clients share it: the keys to fetch, then rows."""
+
+    __slots__ = ("_entity_keys", "_features", "_order", "_views", "_wanted", "keys")
+
+    def __init__(
+        self,
+        views: Mapping[str, ViewLayout],
+        entity_keys: Sequence[str | int],
+        features: Sequence[str],
+        namespace: str,
+    ) -> None:
+        self._views, self._entity_keys, self._features = views, entity_keys, features
+        self._wanted = resolve_features(views, features)
+        self._order: list[tuple[int, str]] = []
+        self.keys: list[str] = []
+        for i, entity in enumerate(entity_keys):
+            for view_name in self._wanted:
+                view = views[view_name]
+                self.keys.append(online_key(view.name, view.version, entity, namespace))
+                self._order.append((i, view_name))
+
+    def rows(
+        self, raw: Sequence[bytes | None], at_ms: int, cache: ValueCache | None = None
+    ) -> list[OnlineRow]:
+        """The rows from the fetched tiles (``raw``, in the order of :attr:`keys`)."""
+        views, wanted, entity_keys = self._views, self._wanted, self._entity_keys
+        per_entity: list[dict[str, FeatureValues]] = [{} for _ in entity_keys]
+        for (i, view_name), tiles in zip(self._order, raw, strict=True):
+            per_entity[i][view_name] = decode_values(
+                views[view_name], entity_keys[i], tiles, wanted[view_name], at_ms, cache
             )
-        )
-    return rows
+        rows = []
+        for entity, by_view in zip(entity_keys, per_entity, strict=True):
+            values: dict[str, Any] = {}
+            for view_values in by_view.values():
+                values.update(view_values.values)
+            ordered = {f: values[f.rpartition(":")[2]] for f in self._features}
+            rows.append(
+                OnlineRow(
+                    entity,
+                    ordered,
+                    {v: fv.last_event_time_ms for v, fv in by_view.items()},
+                    max((fv.as_of_ms for fv in by_view.values()), default=at_ms),
+                )
+            )
+        return rows
 
 
 class OnlineReader:

@@ -133,7 +133,7 @@ def _jsonl_rows(path: Path, fields: Mapping[str, Any]) -> Rows:
 
 
 def _csv_rows(path: Path, fields: Mapping[str, Any]) -> Rows:
-    import pyarrow as pa  # type: ignore[import-untyped]  # pyarrow ships no type information
+    import pyarrow as pa
     from pyarrow import csv
 
     invalid: dict[int, str] = {}
@@ -173,7 +173,27 @@ def coerce_row(
     row: Mapping[str, Any], fields: Mapping[str, Any], *, from_text: bool
 ) -> dict[str, Any] | tuple[str, str]:
     """``row`` as a record of the schema's top-level fields, or ``(reason, detail)``."""
+    record, problems = coerce_fields(row, fields, from_text=from_text)
+    if problems:
+        return problems[0].reason, problems[0].detail
+    return record
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """Why one field of a record does not fit its schema; ``reason`` as in :class:`RowProblem`."""
+
+    field: str
+    reason: str  # missing_field, bad_value
+    detail: str
+
+
+def coerce_fields(
+    row: Mapping[str, Any], fields: Mapping[str, Any], *, from_text: bool
+) -> tuple[dict[str, Any], list[FieldProblem]]:
+    """``row`` as a record of the schema's top-level fields, and every field that misfits."""
     record: dict[str, Any] = {}
+    problems: list[FieldProblem] = []
     for name, field in fields.items():
         value = row.get(name)
         if value is None:
@@ -182,13 +202,17 @@ def coerce_row(
             elif name not in row and "default" in field:
                 record[name] = field["default"]
             else:
-                return "missing_field", f"{name} is {'null' if name in row else 'missing'}"
+                problems.append(
+                    FieldProblem(
+                        name, "missing_field", f"{name} is {'null' if name in row else 'missing'}"
+                    )
+                )
             continue
         try:
             record[name] = _coerce(value, field["type"], from_text)
         except (TypeError, ValueError) as exc:
-            return "bad_value", f"{name}: {exc}"
-    return record
+            problems.append(FieldProblem(name, "bad_value", f"{name}: {exc}"))
+    return record, problems
 
 
 def _nullable(avro_type: Any) -> bool:

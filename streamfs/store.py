@@ -15,7 +15,7 @@ import concurrent.futures
 import getpass
 import os
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from streamfs.definitions import FeatureView
 from streamfs.definitions.features import Duration
 from streamfs.errors import ConfigError
-from streamfs.online import OnlineRow, ViewLayout, read_online
+from streamfs.online import OnlineRow, ValueCache, ViewLayout, read_online
 from streamfs.registry.backend import Backend
 from streamfs.registry.plan import Plan, Topology, plan_apply, plan_register, plan_retire
 from streamfs.registry.records import RegistryError
@@ -71,6 +71,7 @@ class FeatureStore:
         self._layouts_at = 0.0
         self.layouts_ttl_s = 30.0  # how stale the cached view definitions may get
         self._redis_client: Any = None
+        self._value_cache = ValueCache()  # hot entities are not decoded on every read
 
     def _open(self) -> Backend:
         if self._backend is None:
@@ -216,10 +217,75 @@ class FeatureStore:
         at = self._clock() if at_ms is None else at_ms
         layouts, namespace = self._reader_layouts(), self.settings.namespace
         if isinstance(entity_keys, str | int):
-            return read_online(self._redis(), layouts, [entity_keys], features, at, namespace)[0]
-        return read_online(self._redis(), layouts, entity_keys, features, at, namespace)
+            keys: Sequence[str | int] = [entity_keys]
+            return read_online(
+                self._redis(), layouts, keys, features, at, namespace, self._value_cache
+            )[0]
+        return read_online(
+            self._redis(), layouts, entity_keys, features, at, namespace, self._value_cache
+        )
 
     read_online = get_online_features
+
+    # --- ingestion ---------------------------------------------------------------------
+
+    def push(self, source: str, events: Sequence[Mapping[str, Any]]) -> int:
+        """Check ``events`` (JSON-like records) against the source's reader schema and
+        produce them, Avro-encoded, to its topic; returns how many were sent.
+
+        The batch is checked whole first (:func:`streamfs.push.check_events`): one bad
+        event raises :class:`~streamfs.push.PushRejectedError` listing every problem,
+        and nothing is sent. An unknown source raises
+        :class:`~streamfs.push.UnknownSourceError`. The same checks as ``POST /v1/push``.
+        """
+        from streamfs.push import Pusher, registered_source
+
+        found = self._read(lambda state: registered_source(state, source))
+        pusher = Pusher(
+            self.settings.kafka_bootstrap, self.settings.schema_registry_url, self._clock
+        )
+        pusher.check(found, events)  # before any connection is opened
+
+        async def run() -> int:
+            try:
+                return await pusher.push(found, events)
+            finally:
+                await pusher.close()
+
+        return _run(run())
+
+    # --- offline -----------------------------------------------------------------------
+
+    def get_historical_features(
+        self,
+        entity_df: Any,
+        features: Sequence[str],
+        *,
+        timestamp_column: str = "event_timestamp",
+        offline_root: str | None = None,
+    ) -> Any:
+        """``entity_df`` (a pandas DataFrame or pyarrow Table of entity keys and timestamps)
+        with each feature valued at each row's timestamp by the window rule, computed with
+        DuckDB from the offline log; the same type back, one row per input row, in order.
+
+        ``features`` are named as for :meth:`get_online_features`. See
+        :mod:`streamfs.offline.retrieval`.
+        """
+        from streamfs.offline.retrieval import get_historical_features
+        from streamfs.plans import newest_views
+
+        views = newest_views(self.registry_state())
+        root = offline_root if offline_root is not None else default_offline_root(self.settings)
+        return get_historical_features(
+            entity_df, features, views, root, timestamp_column=timestamp_column
+        )
+
+
+def default_offline_root(settings: Settings) -> str:
+    """Where the offline log lives: ``STREAMFS_OFFLINE_ROOT``, else ``{cache_dir}/offline``."""
+    if settings.offline_root:
+        return settings.offline_root
+    return str(settings.cache_dir / "offline")
 
 
 def _topology(topology: Topology | Path | str | Iterable[object]) -> Topology:

@@ -1,0 +1,350 @@
+"""Online serving benchmark: streamfs's HTTP server and SDK against Feast's feature server.
+
+    .venv/bin/python bench/online/run.py [--duration 10] [--append bench/RESULTS.md]
+
+Setup: a private registry topic and Redis namespace holding one view of 10 features
+(count, sum, mean, max, min of ``amount`` over 1 h and 24 h) for ``--entities`` users,
+whose tiles are written straight to Redis (20 events each in the last 50 minutes;
+no worker needed to measure reads). The same values, read back with the SDK, are
+written to Feast's Redis layout on the same Redis (``feast_side.py``, run with the
+Feast virtualenv ``--feast-python``, which needs ``feast[redis]``).
+
+Measured, each server in its own process and the load generator (``wrk``) in another:
+
+- one entity x 10 features, HTTP ``GET`` p50/p99 at concurrency 1 and requests/s at
+  concurrency 16 (streamfs ``GET /v1/features/online/{view}/{entity}``; Feast
+  ``POST /get-online-features``, its only read route);
+- a batch of 100 entities x 10 features per request, concurrency 1;
+- the SDK in this process (``FeatureStore.get_online_features``), p50/p99 of one entity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import redis
+
+from streamfs.cli import resolve_settings
+from streamfs.definitions import Aggregation, Entity, FeatureView
+from streamfs.definitions.compile import compile_view
+from streamfs.online import online_key
+from streamfs.settings import ENV_PREFIX
+from streamfs.store import FeatureStore
+from streamfs.tiles import EntityTiles
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from topology.sources import purchases  # noqa: E402  # the sample source, after sys.path
+
+VIEW = "user_purchases"
+FUNCTIONS = (("count", None), ("sum", "amount"), ("mean", "amount"), ("max", "amount"),
+             ("min", "amount"))  # fmt: skip
+
+
+def _features() -> list[Aggregation]:
+    out = []
+    for window in ("1h", "24h"):
+        for function, column in FUNCTIONS:
+            name = (
+                f"purchase_{function}_{window}"
+                if column is None
+                else (f"amount_{function}_{window}")
+            )
+            out.append(Aggregation(name, function, column, window=window))
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310  # our http URL
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"{url} did not answer within {timeout_s}s")
+
+
+_UNITS = {"us": 1.0, "ms": 1_000.0, "s": 1_000_000.0}
+
+
+def wrk(
+    url: str,
+    connections: int,
+    duration_s: int,
+    body: str | None = None,
+    paths: list[str] | None = None,
+) -> dict[str, float]:
+    """``wrk`` against ``url`` (one thread), POSTing ``body`` or GETting a random one of
+    ``paths`` per request; p50/p99 in µs and requests/s."""
+    script = None
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", url]
+    lua = ""
+    if body is not None:
+        lua = (
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = {json.dumps(body)}\n"
+        )
+    if paths:
+        listed = ",".join(json.dumps(p) for p in paths)
+        lua = (
+            f"local paths = {{{listed}}}\n"
+            "request = function() return wrk.format(nil, paths[math.random(#paths)]) end\n"
+        )
+    if lua:
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+            script.write(lua)
+        args[1:1] = ["-s", script.name]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    if script is not None:
+        os.unlink(script.name)
+    lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise SystemExit(f"{url}: {non2xx.group(1)} error responses\n{out}")
+
+    def us(text: str) -> float:
+        number, unit = re.fullmatch(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+        return float(number) * _UNITS[unit]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return {"p50_us": us(lat["50"]), "p99_us": us(lat["99"]), "rps": rps}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--entities", type=int, default=10_000)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk phase")
+    parser.add_argument("--sdk-calls", type=int, default=5_000)
+    parser.add_argument("--feast-python", default=str(REPO / "bench/.venv-feast/bin/python"))
+    parser.add_argument("--skip-feast", action="store_true")
+    parser.add_argument("--append", type=Path, default=None, help="append results here")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install -y wrk)")
+
+    token = f"bench-online-{int(time.time())}"
+    settings = dataclasses.replace(
+        resolve_settings(os.environ), registry_topic=f"{token}-registry", namespace=token
+    )
+    if not settings.redis_url:
+        raise SystemExit("no Redis: run `streamfs services up` first")
+    user = Entity("user", ("user_id",))
+    view = FeatureView(VIEW, user, purchases, tuple(_features()))
+    store = FeatureStore(settings, who="bench")
+    store.apply([user, purchases, view])
+    names = [n for f in _features() for n in f.output_names()]
+
+    # Tiles straight into Redis, as the worker would write them.
+    compiled = compile_view(view)
+    client = redis.Redis.from_url(settings.redis_url)
+    now = time.time_ns() // 1_000_000
+    rng = random.Random(7)  # noqa: S311  # test data, not secrets
+    users = [f"u{i:06d}" for i in range(args.entities)]
+    pipe = client.pipeline(transaction=False)
+    for i, u in enumerate(users):
+        tiles = EntityTiles(compiled.layout)
+        times = sorted(now - rng.randrange(50 * 60_000) for _ in range(20))
+        for t in times:
+            tiles.add_event(t, compiled.inputs({"amount": round(rng.uniform(1, 300), 2)}))
+        key = online_key(VIEW, 1, u, settings.namespace)
+        pipe.hset(key, mapping={"o": 1, "t": tiles.encode(), "e": times[-1], "w": now})
+        pipe.pexpire(key, 3_600_000)
+        if i % 1_000 == 999:
+            pipe.execute()
+    pipe.execute()
+    ours = store.get_online_features(users, names)
+    assert isinstance(ours, list)
+    values = {row.entity_key: row.values for row in ours}
+
+    results: dict[str, Any] = {}
+    env = os.environ | {
+        ENV_PREFIX + "REGISTRY_TOPIC": settings.registry_topic,
+        ENV_PREFIX + "NAMESPACE": settings.namespace,
+        ENV_PREFIX + "REDIS_URL": settings.redis_url,
+        ENV_PREFIX + "KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+        ENV_PREFIX + "SCHEMA_REGISTRY_URL": settings.schema_registry_url or "",
+    }
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(REPO / "bench/online/serve.py"), "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_http(f"{base}/readyz")
+        one = f"{base}/v1/features/online/{VIEW}/{users[0]}?features={','.join(names)}"
+        with urllib.request.urlopen(one) as response:  # noqa: S310  # our own http URL
+            served = json.loads(response.read())["features"]
+        assert served == values[users[0]], (served, values[users[0]])
+        wrk(one, 1, 2)  # warm-up
+        results["streamfs_c1"] = wrk(one, 1, args.duration)
+        results["streamfs_c16"] = wrk(one, 16, args.duration)
+        # Random entities: every read decodes (the value cache rarely hits).
+        paths = [f"/v1/features/online/{VIEW}/{u}?features={','.join(names)}" for u in users]
+        results["streamfs_random_c1"] = wrk(base, 1, args.duration, paths=paths)
+        results["streamfs_random_c16"] = wrk(base, 16, args.duration, paths=paths)
+        batch = json.dumps({"entities": users[:100], "features": names})
+        results["streamfs_batch100"] = wrk(f"{base}/v1/features/online", 1, args.duration, batch)
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(30)
+
+    for _ in range(500):  # warm-up
+        store.get_online_features(users[0], names)
+    samples = []
+    for i in range(args.sdk_calls):
+        start = time.perf_counter_ns()
+        store.get_online_features(users[i % len(users)], names)
+        samples.append((time.perf_counter_ns() - start) / 1_000)
+    results["sdk"] = {
+        "p50_us": percentile(samples, 0.5),
+        "p99_us": percentile(samples, 0.99),
+        "mean_us": statistics.fmean(samples),
+    }
+    batch_samples = []
+    for i in range(500):
+        start = time.perf_counter_ns()
+        store.get_online_features(users[(i * 100) % (len(users) - 100) :][:100], names)
+        batch_samples.append((time.perf_counter_ns() - start) / 1_000)
+    results["sdk_batch100"] = {
+        "p50_us": percentile(batch_samples, 0.5),
+        "p99_us": percentile(batch_samples, 0.99),
+    }
+
+    if not args.skip_feast:
+        results.update(_feast(args, settings.redis_url, values, names, users))
+    print(json.dumps(results, indent=2))
+    if args.append:
+        with args.append.open("a") as out:
+            out.write(_markdown(results, args))
+
+
+def _feast(
+    args: argparse.Namespace,
+    redis_url: str,
+    values: dict[Any, dict[str, Any]],
+    names: list[str],
+    users: list[str],
+) -> dict[str, Any]:
+    url = urlparse(redis_url)
+    db = (url.path or "/0").strip("/") or "0"
+    repo = Path(tempfile.mkdtemp(prefix="feast-online-"))
+    values_file = repo / "values.json"
+    values_file.parent.mkdir(parents=True, exist_ok=True)
+    values_file.write_text(json.dumps({str(k): v for k, v in values.items()}))
+    out = subprocess.run(
+        [args.feast_python, str(REPO / "bench/online/feast_side.py"), str(repo / "repo"),
+         f"{url.hostname}:{url.port},db={db}", str(values_file)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    theirs = json.loads(out.strip().splitlines()[-1])
+    mine = values[theirs["entity"]]
+    for name in names:
+        a, b = mine[name], theirs["values"][name]
+        assert (a is None and b is None) or abs(float(a) - float(b)) < 1e-9, (name, a, b)
+    feast = str(Path(args.feast_python).with_name("feast"))
+    port = _free_port()
+    server = subprocess.Popen(
+        [feast, "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log"],
+        cwd=repo / "repo", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    results: dict[str, Any] = {}
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_http(f"{base}/health", 120)
+        feats = [f"{VIEW}:{n}" for n in names]
+        one = json.dumps({"features": feats, "entities": {"user_id": [users[0]]}})
+        wrk(f"{base}/get-online-features", 1, 2, one)  # warm-up
+        results["feast_c1"] = wrk(f"{base}/get-online-features", 1, args.duration, one)
+        results["feast_c16"] = wrk(f"{base}/get-online-features", 16, args.duration, one)
+        batch = json.dumps({"features": feats, "entities": {"user_id": users[:100]}})
+        results["feast_batch100"] = wrk(f"{base}/get-online-features", 1, args.duration, batch)
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return results
+
+
+def _markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
+    def row(label: str, ours: str | None, theirs: str | None) -> str:
+        return f"| {label} | {ours or '-'} | {theirs or '-'} |\n"
+
+    def us(key: str, field: str) -> str | None:
+        return f"{r[key][field]:,.0f} µs" if key in r else None
+
+    def rps(key: str) -> str | None:
+        return f"{r[key]['rps']:,.0f}" if key in r else None
+
+    ratio = r["streamfs_c16"]["rps"] / r["feast_c16"]["rps"] if "feast_c16" in r else None
+    return (
+        f"\n## Online serving — `bench/online/run.py`\n\n"
+        f"{datetime.now(UTC):%Y-%m-%d}. One server process each on the same Redis, with the"
+        f" same values ({args.entities:,} users, one view of 10 features); `wrk` (one thread)"
+        f" as the load generator in its own process, {args.duration} s per phase;"
+        f" Python {platform.python_version()}. Feast's `feast serve` (one worker) answers"
+        " `POST /get-online-features`; streamfs `GET /v1/features/online/{view}/{entity}`"
+        " (batch: `POST /v1/features/online`). Values checked equal before timing.\n\n"
+        "| measure | streamfs | Feast |\n|---|---|---|\n"
+        + "".join(
+            row(
+                label,
+                us(ours, field) if field else rps(ours),
+                us(theirs, field) if field else rps(theirs),
+            )
+            for label, ours, theirs, field in (
+                ("1 entity x 10, c=1, p50", "streamfs_c1", "feast_c1", "p50_us"),
+                ("1 entity x 10, c=1, p99", "streamfs_c1", "feast_c1", "p99_us"),
+                ("1 entity x 10, c=16, req/s", "streamfs_c16", "feast_c16", None),
+                ("1 entity x 10, c=16, p99", "streamfs_c16", "feast_c16", "p99_us"),
+                ("random entity x 10, c=1, p50", "streamfs_random_c1", "-", "p50_us"),
+                ("random entity x 10, c=1, p99", "streamfs_random_c1", "-", "p99_us"),
+                ("random entity x 10, c=16, req/s", "streamfs_random_c16", "-", None),
+                ("100 entities x 10, c=1, p50", "streamfs_batch100", "feast_batch100", "p50_us"),
+                ("100 entities x 10, c=1, p99", "streamfs_batch100", "feast_batch100", "p99_us"),
+                ("SDK, 1 entity x 10, p50", "sdk", "-", "p50_us"),
+                ("SDK, 1 entity x 10, p99", "sdk", "-", "p99_us"),
+                ("SDK, 100 entities x 10, p50", "sdk_batch100", "-", "p50_us"),
+            )
+        )
+        + (f"\nThroughput ratio at c=16: **{ratio:.1f}x** Feast.\n" if ratio else "")
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,6 @@
+"""Serving: the aiohttp JSON API, push ingestion and the web view (``streamfs serve``).
+
+The only package that imports aiohttp. :mod:`.app` builds the application over a
+:class:`~streamfs.serving.app.Server`; :mod:`.api` and :mod:`.web` hold the
+handlers; :mod:`.openapi` documents them; :mod:`.command` is the CLI entry.
+"""

@@ -1,0 +1,194 @@
+"""The aiohttp application: the shared runtime (:class:`Server`), middleware, routes.
+
+One :class:`Server` per application holds the connections (``redis.asyncio`` with
+hiredis, a lazily started Kafka producer for pushes), the registry snapshot
+(:class:`~streamfs.serving.catalog.Catalog`, reloaded every ``refresh_s`` on a
+thread so the loop never blocks on Kafka) and the metrics. Handlers live in
+:mod:`.api` (JSON) and :mod:`.web` (HTML, server-sent events).
+
+Every error becomes JSON ``{"error", "detail"}`` in :func:`errors_middleware`: a
+streamfs error by :func:`~streamfs.serving.errors.error_status`, aiohttp's own
+(404 route, 405, 413 body too large) with their status, and a lost connection to
+Redis or Kafka as 503. Nothing a client sends should produce a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from streamfs.errors import StreamfsError
+from streamfs.online import ValueCache
+from streamfs.push import Pusher
+from streamfs.registry.state import RegistryState
+from streamfs.serving.catalog import Catalog
+from streamfs.serving.errors import error_status
+from streamfs.serving.metrics import ServerMetrics
+from streamfs.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY_BYTES = 1 << 20
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    refresh_s: float = 5.0  # how often the registry snapshot is reloaded
+    max_body_bytes: int = MAX_BODY_BYTES
+    max_entities: int = 1_000  # per online read
+    stream_interval_s: float = 0.5  # how often a live entity view re-reads Redis
+
+
+class Server:
+    """The state every request shares (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        options: ServerOptions,
+        load_registry: Callable[[], RegistryState],
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.settings, self.options, self.clock = settings, options, clock
+        self._load_registry = load_registry
+        self.catalog = Catalog.empty()
+        self.metrics = ServerMetrics()
+        self.value_cache = ValueCache()  # hot entities are not decoded on every read
+        self.pusher = Pusher(settings.kafka_bootstrap, settings.schema_registry_url, clock)
+        self.redis: Any = None  # redis.asyncio.Redis (typed loosely: redis's stubs are partial)
+        self.topic_stats: Any = None  # streamfs.serving.freshness.TopicStats
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        import redis.asyncio
+
+        if self.settings.redis_url:
+            self.redis = redis.asyncio.Redis.from_url(self.settings.redis_url)
+        await self.refresh()
+        self._tasks.append(asyncio.create_task(self._refresh_forever()))
+        from streamfs.serving.freshness import TopicStats
+
+        self.topic_stats = TopicStats(self.settings.kafka_bootstrap, self.clock)
+        self._tasks.append(asyncio.create_task(self._topic_stats_forever()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.pusher.close()
+        if self.topic_stats is not None:
+            await self.topic_stats.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    async def refresh(self) -> None:
+        """Reload the registry snapshot (keeps the old one if the registry cannot be read)."""
+        try:
+            state = await asyncio.to_thread(self._load_registry)
+        except StreamfsError as exc:
+            log.warning("registry_refresh_failed", error=str(exc))
+            return
+        self.catalog = Catalog.of(state, self.clock())
+        self.metrics.registry_loaded.set(self.catalog.loaded_at_ms)
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.refresh_s)
+            await self.refresh()
+
+    async def _topic_stats_forever(self) -> None:
+        while True:
+            try:
+                await self.topic_stats.sample(self.catalog.sources.values(), self.metrics)
+            except Exception as exc:  # stats are best effort; the API must keep answering
+                log.warning("topic_stats_failed", error=repr(exc))
+            await asyncio.sleep(self.options.refresh_s)
+
+
+SERVER = web.AppKey("server", Server)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, error: str, detail: Any) -> web.Response:
+    return web.json_response({"error": error, "detail": detail}, status=status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        reason = exc.reason.lower().replace(" ", "_")
+        return error_response(exc.status, reason, exc.text or exc.reason)
+    except StreamfsError as exc:
+        return error_response(*error_status(exc))
+    except (ConnectionError, OSError, TimeoutError) as exc:
+        log.warning("backend_unavailable", path=request.path, error=repr(exc))
+        return error_response(503, "unavailable", repr(exc))
+    except Exception as exc:
+        import redis.exceptions
+
+        if isinstance(exc, redis.exceptions.RedisError):
+            return error_response(503, "redis_unavailable", repr(exc))
+        from aiokafka.errors import KafkaError
+
+        if isinstance(exc, KafkaError):
+            return error_response(503, "kafka_unavailable", repr(exc))
+        raise
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics = request.app[SERVER].metrics
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        info = request.match_info.route.resource
+        route = info.canonical if info is not None else "unmatched"
+        metrics.latency.labels(route).observe(time.perf_counter() - start)
+        metrics.requests.labels(route, request.method, str(status)).inc()
+
+
+def build_app(server: Server) -> web.Application:
+    """The application over ``server``; starting it connects, stopping it closes."""
+    from streamfs.serving import api
+    from streamfs.serving import web as pages
+
+    app = web.Application(
+        middlewares=[metrics_middleware, errors_middleware],
+        client_max_size=server.options.max_body_bytes,
+    )
+    app[SERVER] = server
+    api.add_routes(app)
+    pages.add_routes(app)
+
+    async def lifecycle(app: web.Application) -> Any:
+        await server.start()
+        yield
+        await server.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,59 @@
+"""``streamfs serve``: the HTTP API and web view on one port.
+
+    streamfs serve --port 8080            # http://127.0.0.1:8080/ and /v1/...
+
+Reads the registry named by the settings (``STREAMFS_REGISTRY_TOPIC``) every
+``--refresh`` seconds, features from ``STREAMFS_REDIS_URL`` under
+``STREAMFS_NAMESPACE``, and produces pushed events to Kafka through the schema
+registry. One process, one event loop; run several behind a balancer to scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from streamfs.errors import ConfigError
+from streamfs.settings import Settings
+
+
+def add_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "serve",
+        help="serve features over HTTP (JSON API, push ingestion, web view)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on")
+    parser.add_argument(
+        "--refresh", type=float, default=5.0, help="seconds between registry reloads"
+    )
+    parser.add_argument(
+        "--access-log", action="store_true", help="log every request (costs throughput)"
+    )
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from aiohttp import web
+
+    from streamfs.serving.app import Server, ServerOptions, build_app
+    from streamfs.store import FeatureStore
+
+    if not settings.redis_url:
+        raise ConfigError("serve needs Redis: set STREAMFS_REDIS_URL or run `streamfs services up`")
+    if args.refresh <= 0:
+        raise ConfigError(f"--refresh must be > 0 seconds, got {args.refresh}")
+    store = FeatureStore(settings)
+    server = Server(settings, ServerOptions(refresh_s=args.refresh), store.registry_state)
+    web.run_app(
+        build_app(server),
+        host=args.host,
+        port=args.port,
+        access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
+        print=lambda message: print(message, flush=True),
+    )
+    return 0
