@@ -56,6 +56,11 @@ def _canonical(value: Scalar) -> int | float | str:
     return value
 
 
+def _canonical_order(value: Scalar) -> tuple[str, Scalar]:
+    """A total order over a set's members, which may mix types (str, int, float, bool)."""
+    return type(value).__name__, value
+
+
 @dataclass(frozen=True, slots=True)
 class CountDistinct:
     """Number of distinct values: exact up to ``exact_limit``, HyperLogLog past it. Empty: 0.
@@ -101,8 +106,11 @@ class CountDistinct:
 
     def encode(self, state: DistinctState) -> bytes:
         if isinstance(state, set):
+            # Sorted: equal sets encode to equal bytes whatever order they were built in
+            # (a set kept in memory between batches and one decoded from the store).
+            members = sorted(state, key=_canonical_order)
             return b"".join(
-                [sc.VERSION_BYTE, b"e", sc.encode_u64(len(state)), *map(sc.encode_scalar, state)]
+                [sc.VERSION_BYTE, b"e", sc.encode_u64(len(state)), *map(sc.encode_scalar, members)]
             )
         return sc.VERSION_BYTE + b"h" + bytes(state.serialize_compact())
 

@@ -169,11 +169,14 @@ class Layout:
 class EntityTiles:
     """One entity's tiles for every feature of one source, updated in one pass per event."""
 
-    __slots__ = ("groups", "last_event_time_ms", "layout")
+    __slots__ = ("encoded", "groups", "last_event_time_ms", "layout")
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
         self.groups: list[dict[int, list[Any]]] = [{} for _ in layout.groups]
+        # Per group, the encoded bytes of the rows no event touched since they were last
+        # encoded or decoded: a batch re-encodes only the tiles its events fell into.
+        self.encoded: list[dict[int, bytes]] = [{} for _ in layout.groups]
         self.last_event_time_ms: int | None = None
 
     def add_event(self, event_time_ms: int, values: Sequence[Any], seq: int = 0) -> None:
@@ -184,11 +187,13 @@ class EntityTiles:
         last = self.last_event_time_ms
         if last is None or event_time_ms > last:
             self.last_event_time_ms = event_time_ms
-        for group, rows in zip(self.layout.groups, self.groups):  # noqa: B905  # hot path
+        for group, rows, encoded in zip(self.layout.groups, self.groups, self.encoded):  # noqa: B905  # hot path
             index = event_time_ms // group.hop_ms
             row = rows.get(index)
             if row is None:
                 row = rows[index] = group.new_row()
+            elif index in encoded:
+                del encoded[index]
             for slot, i, add in group.plain:
                 value = values[i]
                 if value is not None:
@@ -207,11 +212,12 @@ class EntityTiles:
     def evict(self, now_ms: int) -> int:
         """Drop the tiles no query at ``t >= now_ms`` reads; returns how many rows went."""
         dropped = 0
-        for group, rows in zip(self.layout.groups, self.groups, strict=True):
+        for group, rows, encoded in zip(self.layout.groups, self.groups, self.encoded, strict=True):
             oldest = (now_ms - group.horizon_ms) // group.hop_ms
             stale = [index for index in rows if index < oldest]
             for index in stale:
                 del rows[index]
+                encoded.pop(index, None)
             dropped += len(stale)
         return dropped
 
@@ -250,15 +256,19 @@ class EntityTiles:
         versioned table names guarantee.
         """
         parts = [sc.VERSION_BYTE, sc.encode_scalar(self.last_event_time_ms)]
-        for group, rows in zip(self.layout.groups, self.groups, strict=True):
+        for group, rows, encoded in zip(self.layout.groups, self.groups, self.encoded, strict=True):
             encoders = [self.layout.features[i].aggregator.encode for i in group.members]
             parts.append(sc.encode_u64(len(rows)))
             for index, row in rows.items():
-                parts.append(sc.encode_i64(index))
-                for encode, state in zip(encoders, row, strict=True):
-                    body = encode(state)
-                    parts.append(sc.encode_u32(len(body)))
-                    parts.append(body)
+                chunk = encoded.get(index)
+                if chunk is None:
+                    row_parts = [sc.encode_i64(index)]
+                    for encode, state in zip(encoders, row, strict=True):
+                        body = encode(state)
+                        row_parts.append(sc.encode_u32(len(body)))
+                        row_parts.append(body)
+                    chunk = encoded[index] = b"".join(row_parts)
+                parts.append(chunk)
         return b"".join(parts)
 
     @classmethod
@@ -270,10 +280,11 @@ class EntityTiles:
         if last is not None and (isinstance(last, bool) or not isinstance(last, int)):
             raise StateDecodeError(f"entity tiles: last event time {last!r} is not an int")
         tiles.last_event_time_ms = last
-        for group, rows in zip(layout.groups, tiles.groups, strict=True):
+        for group, rows, encoded in zip(layout.groups, tiles.groups, tiles.encoded, strict=True):
             decoders = [layout.features[i].aggregator.decode for i in group.members]
             count, offset = sc.decode_u64(data, offset)
             for _ in range(count):
+                start = offset
                 index, offset = sc.decode_i64(data, offset)
                 row: list[Any] = []
                 for decode in decoders:
@@ -284,5 +295,6 @@ class EntityTiles:
                     row.append(decode(data[offset:end]))
                     offset = end
                 rows[index] = row
+                encoded[index] = data[start:offset]
         sc.check_done(data, offset, "entity tiles")
         return tiles

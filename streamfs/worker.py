@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -38,6 +39,7 @@ from faust.streams import _current_event  # private: see the module doc
 from streamfs.dlq import DeadLetterSink
 from streamfs.engine import BatchResult, PartitionEngine, ViewPlan
 from streamfs.ingest import Message
+from streamfs.offline.log import OfflineSink
 from streamfs.online import OnlineWriter
 
 log = structlog.get_logger(__name__)
@@ -49,6 +51,9 @@ ROCKSDB_OPTIONS = {
     "write_buffer_size": 8 << 20,
     "max_write_buffer_number": 2,
 }
+
+
+CHANGELOG_LINGER_MS = 20
 
 
 def wall_clock_ms() -> int:
@@ -64,6 +69,7 @@ class WorkerOptions:
     batch_size: int = 2_000
     batch_within_s: float = 0.1
     redis_retry_max_s: float = 5.0
+    offline_root: str | None = None  # the Parquet event log; None: no offline sink
 
 
 class SourceRuntime:
@@ -76,11 +82,13 @@ class SourceRuntime:
         dlq: Callable[[], Awaitable[DeadLetterSink]],
         online: OnlineWriter,
         options: WorkerOptions,
+        offline: OfflineSink | None = None,
     ) -> None:
         self.engine = engine
         self.table = table
         self._dlq = dlq
         self.online = online
+        self.offline = offline
         self.options = options
         self.processed = 0
 
@@ -97,9 +105,13 @@ class SourceRuntime:
             total.writes += result.writes
             total.rejects += result.rejects
             total.skipped_replays += result.skipped_replays
+            total.events += result.events
             states.append((part_events[-1], result.state))
         # Sinks first; the state (and with it the changelog) only once they accepted.
         await (await self._dlq()).send(total.rejects)
+        if self.offline is not None and total.events:
+            # Files are named by partition and offset range: a replay replaces its file.
+            await asyncio.to_thread(self.offline.write, self.engine.source, total.events)
         await self._write_online(total)
         for event, state in states:
             with _current(event):
@@ -135,7 +147,9 @@ class _TableStore:
         self._table = table
 
     def get(self, key: str) -> bytes | None:
-        value = self._table.get(key)
+        # The table's store directly: ``table.get`` goes through ``UserDict`` and looks
+        # the key up in RocksDB twice (``in``, then ``[]``); only its sensors are skipped.
+        value = self._table.data.get(key)
         return None if value is None else bytes(value)
 
 
@@ -176,7 +190,18 @@ def build_app(
         table_standby_replicas=0,
         stream_buffer_maxsize=max(4_096, options.batch_size * 2),
         producer_acks=-1,
+        # A batch stores one changelog message per touched entity: let the producer
+        # gather them into few large requests instead of one request per message.
+        producer_linger_ms=CHANGELOG_LINGER_MS,
+        producer_max_batch_size=1 << 20,
+        producer_max_request_size=4 << 20,
     )
+    # Faust makes the agent wait whenever more than 100 changelog messages are queued
+    # (``ProducerBuffer.max_messages``), i.e. many times per batch; let a whole batch in.
+    app.producer.buffer.max_messages = max(10_000, options.batch_size * 2)
+    # aiokafka logs every message it sends at debug level, formatting key and value:
+    # several percent of the worker's time when a handler lets debug through.
+    logging.getLogger("aiokafka").setLevel(logging.INFO)
     # Timeouts turn a hung Redis into an error the batch retries, not a stalled worker.
     redis_client = redis_asyncio.Redis.from_url(
         options.redis_url, socket_timeout=5, socket_connect_timeout=2
@@ -196,6 +221,7 @@ def build_app(
             dlq_sink.set_result(DeadLetterSink(dlq_producer, wall_clock_ms))
         return await dlq_sink
 
+    offline_sink = OfflineSink(options.offline_root) if options.offline_root else None
     by_source: dict[str, list[ViewPlan]] = {}
     for plan in plans:
         by_source.setdefault(plan.source.name, []).append(plan)
@@ -209,7 +235,9 @@ def build_app(
             value_type=bytes,  # Faust stores bytes values raw
             options=dict(ROCKSDB_OPTIONS),
         )
-        runtime = SourceRuntime(make_engine(source_plans), table, dlq, online, options)
+        runtime = SourceRuntime(
+            make_engine(source_plans), table, dlq, online, options, offline_sink
+        )
         runtimes.append(runtime)
         topic = app.topic(
             source.topic,

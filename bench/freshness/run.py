@@ -1,0 +1,234 @@
+"""Freshness: from produce to the value visible through ``read_online``, at a steady rate.
+
+Starts ``streamfs worker`` (a subprocess) on a fresh ``--partitions``-partition topic
+with the bench view of :mod:`bench.ingest.run` in a private registry topic and Redis
+namespace, then produces purchase events at ``--rate`` per second for ``--seconds``
+(event times: the wall clock at sending; users drawn from ``--entities``). Every
+``1 / --probes-per-s`` seconds one of those events is a *probe*: a purchase of a
+user never seen before (``probe-<run>-<n>``). A thread polls
+:meth:`FeatureStore.get_online_features` for the pending probes every
+``--poll-ms``; a probe is visible when its ``purchase_count_1h`` reads 1. Its
+latency is that moment minus the moment just before the producer was handed the
+event (so it includes the producer's linger and the broker's ack path).
+
+    .venv/bin/python -m bench.freshness.run                      # 5,000/s for 60 s
+    .venv/bin/python -m bench.freshness.run --rate 2000 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from bench.ingest.run import KEY_FIELD, ROOT, SCHEMA_PATH, VIEW_NAME, Names, bench_view
+
+FEATURE = f"{VIEW_NAME}:purchase_count_1h"
+
+
+class Prober(threading.Thread):
+    """Polls the pending probes through the public read API; records when each shows."""
+
+    def __init__(self, store: Any, poll_s: float) -> None:
+        super().__init__(daemon=True)
+        self.store = store
+        self.poll_s = poll_s
+        self.pending: dict[str, float] = {}  # entity -> perf_counter before sending
+        self.latencies_ms: list[float] = []
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+
+    def add(self, entity: str, sent_at: float) -> None:
+        with self.lock:
+            self.pending[entity] = sent_at
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            with self.lock:
+                keys = list(self.pending)
+            if keys:
+                rows = self.store.get_online_features(keys, [FEATURE])
+                now = time.perf_counter()
+                with self.lock:
+                    for row in rows:
+                        if row.values[FEATURE] == 1:
+                            sent_at = self.pending.pop(str(row.entity_key))
+                            self.latencies_ms.append((now - sent_at) * 1000)
+            time.sleep(self.poll_s)
+
+
+async def produce(
+    bootstrap: str,
+    registry_url: str,
+    topic: str,
+    rate: float,
+    seconds: float,
+    entities: int,
+    probes_per_s: float,
+    run: str,
+    prober: Prober | None,
+) -> int:
+    """Send ``rate`` events/s for ``seconds`` (paced in 10 ms slices); returns how many."""
+    from aiokafka import AIOKafkaProducer
+
+    from streamfs.schemas.client import connect
+    from streamfs.schemas.codec import Encoder, value_subject
+    from streamfs.schemas.sample import ShopEvents
+
+    async with connect(registry_url) as registry:
+        encoder = await Encoder.registered(
+            registry, value_subject(topic), SCHEMA_PATH.read_text(encoding="utf-8")
+        )
+    shop = ShopEvents(seed=11, entities=entities, clock=lambda: time.time_ns() // 1_000_000)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    sent = probes = 0
+    started = time.perf_counter()
+    next_probe = started + 1.0 / probes_per_s
+    try:
+        while (now := time.perf_counter()) - started < seconds:
+            due = int((now - started) * rate) - sent
+            for record in shop.events("purchase", max(0, due)):
+                if prober is not None and time.perf_counter() >= next_probe:
+                    record = {**record, KEY_FIELD: f"probe-{run}-{probes}"}
+                    sent_at = time.perf_counter()
+                    await producer.send(
+                        topic, encoder.encode(record), key=record[KEY_FIELD].encode()
+                    )
+                    prober.add(record[KEY_FIELD], sent_at)
+                    probes += 1
+                    next_probe += 1.0 / probes_per_s
+                else:
+                    await producer.send(
+                        topic, encoder.encode(record), key=record[KEY_FIELD].encode()
+                    )
+                sent += 1
+            await asyncio.sleep(0.01)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=5_000.0, help="events per second")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--entities", type=int, default=100_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--features", choices=["sample", "basic"], default="sample")
+    parser.add_argument("--probes-per-s", type=float, default=10.0)
+    parser.add_argument("--poll-ms", type=float, default=5.0)
+    parser.add_argument("--batch-size", type=int, default=None, help="worker --batch-size")
+    args = parser.parse_args(argv)
+
+    from bench.ingest.run import create_topic
+    from streamfs.settings import Settings
+    from streamfs.store import FeatureStore
+
+    settings = Settings.from_env(os.environ)
+    bootstrap, registry_url = settings.kafka_bootstrap, settings.schema_registry_url
+    if not (bootstrap and settings.redis_url and registry_url):
+        print('run: eval "$(.venv/bin/streamfs services env)"', file=sys.stderr)
+        return 2
+    names = Names.fresh()
+    settings = dataclasses.replace(
+        settings, registry_topic=names.registry_topic, namespace=names.namespace
+    )
+    store = FeatureStore(settings)
+    view = bench_view(names.topic, args.features)
+    store.apply([view])
+    asyncio.run(create_topic(bootstrap, names.topic, args.partitions))
+
+    env = dict(os.environ)
+    env["STREAMFS_REGISTRY_TOPIC"] = names.registry_topic
+    env["STREAMFS_NAMESPACE"] = names.namespace
+    cmd = [
+        str(ROOT / ".venv" / "bin" / "streamfs"),
+        "worker",
+        "--name",
+        f"fresh-{names.run}",
+        "--data-dir",
+        str(names.work_dir / "worker"),
+        "--app-id",
+        names.worker_group,
+    ]
+    if args.batch_size:
+        cmd += ["--batch-size", str(args.batch_size)]
+    log = names.work_dir / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        # Warm up: wait until the worker serves a first probe, then measure.
+        warm = Prober(store, args.poll_ms / 1000)
+        warm.start()
+        asyncio.run(
+            produce(bootstrap, registry_url, names.topic, 10, 1.0, 10, 10, "warm" + names.run, warm)
+        )
+        deadline = time.perf_counter() + 120
+        while not warm.latencies_ms:
+            if proc.poll() is not None or time.perf_counter() > deadline:
+                raise RuntimeError(f"the worker did not come up; see {log}")
+            time.sleep(0.2)
+        time.sleep(2)
+        warm.stopped.set()
+
+        prober = Prober(store, args.poll_ms / 1000)
+        prober.start()
+        t0 = time.perf_counter()
+        sent = asyncio.run(
+            produce(
+                bootstrap,
+                registry_url,
+                names.topic,
+                args.rate,
+                args.seconds,
+                args.entities,
+                args.probes_per_s,
+                names.run,
+                prober,
+            )
+        )
+        produced_s = time.perf_counter() - t0
+        deadline = time.perf_counter() + 60
+        while prober.pending and time.perf_counter() < deadline:
+            time.sleep(0.1)
+        prober.stopped.set()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    lat = sorted(prober.latencies_ms)
+    print()
+    print(
+        f"{sent:,} events in {produced_s:.1f} s ({sent / produced_s:,.0f}/s) over"
+        f" {args.entities:,} users, {len(view.features)} aggregations ({args.features});"
+        f" {len(lat)} probes seen, {len(prober.pending)} never seen"
+    )
+    if lat:
+        q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [lat[0]] * 99
+        print()
+        print("| produce -> visible via get_online_features | ms |")
+        print("|---|---|")
+        print(f"| p50 | {q[49]:.0f} |")
+        print(f"| p90 | {q[89]:.0f} |")
+        print(f"| p99 | {q[98]:.0f} |")
+        print(f"| max | {lat[-1]:.0f} |")
+    shutil.rmtree(names.work_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
