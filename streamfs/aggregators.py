@@ -328,59 +328,56 @@ def _decode_stamped(data: bytes, what: str) -> Stamped | None:
     return (time_ms, seq, value)
 
 
+class _OneEvent:
+    """First and Last: the state is ``(event_time_ms, seq, value)`` of the one event kept.
+
+    ``(time, seq)`` identifies an event, so an event seen twice keeps the same state.
+    """
+
+    __slots__ = ()
+    ordered: ClassVar[bool] = True
+    name: ClassVar[str]
+
+    def wins(self, value: Stamped, state: Stamped) -> bool:
+        raise NotImplementedError
+
+    def initial(self) -> Stamped | None:
+        return None
+
+    def add(self, state: Stamped | None, value: Stamped) -> Stamped | None:
+        return value if state is None or self.wins(value, state) else state
+
+    def merge(self, a: Stamped | None, b: Stamped | None) -> Stamped | None:
+        return a if b is None else self.add(a, b)
+
+    def result(self, state: Stamped | None) -> Scalar | None:
+        return None if state is None else state[2]
+
+    def encode(self, state: Stamped | None) -> bytes:
+        return _encode_stamped(state)
+
+    def decode(self, data: bytes) -> Stamped | None:
+        return _decode_stamped(data, self.name)
+
+
 @dataclass(frozen=True, slots=True)
-class First:
+class First(_OneEvent):
     """Value of the earliest event by ``(event_time_ms, seq)``. Empty: None."""
 
-    ordered: ClassVar[bool] = True
+    name: ClassVar[str] = "first"
 
-    def initial(self) -> Stamped | None:
-        return None
-
-    def add(self, state: Stamped | None, value: Stamped) -> Stamped | None:
-        # (time, offset) identifies an event: equal keys are one event seen twice.
-        if state is None or value[0] < state[0] or (value[0] == state[0] and value[1] < state[1]):
-            return value
-        return state
-
-    def merge(self, a: Stamped | None, b: Stamped | None) -> Stamped | None:
-        return a if b is None else self.add(a, b)
-
-    def result(self, state: Stamped | None) -> Scalar | None:
-        return None if state is None else state[2]
-
-    def encode(self, state: Stamped | None) -> bytes:
-        return _encode_stamped(state)
-
-    def decode(self, data: bytes) -> Stamped | None:
-        return _decode_stamped(data, "first")
+    def wins(self, value: Stamped, state: Stamped) -> bool:
+        return value[0] < state[0] or (value[0] == state[0] and value[1] < state[1])
 
 
 @dataclass(frozen=True, slots=True)
-class Last:
+class Last(_OneEvent):
     """Value of the latest event by ``(event_time_ms, seq)``. Empty: None."""
 
-    ordered: ClassVar[bool] = True
+    name: ClassVar[str] = "last"
 
-    def initial(self) -> Stamped | None:
-        return None
-
-    def add(self, state: Stamped | None, value: Stamped) -> Stamped | None:
-        if state is None or value[0] > state[0] or (value[0] == state[0] and value[1] > state[1]):
-            return value
-        return state
-
-    def merge(self, a: Stamped | None, b: Stamped | None) -> Stamped | None:
-        return a if b is None else self.add(a, b)
-
-    def result(self, state: Stamped | None) -> Scalar | None:
-        return None if state is None else state[2]
-
-    def encode(self, state: Stamped | None) -> bytes:
-        return _encode_stamped(state)
-
-    def decode(self, data: bytes) -> Stamped | None:
-        return _decode_stamped(data, "last")
+    def wins(self, value: Stamped, state: Stamped) -> bool:
+        return value[0] > state[0] or (value[0] == state[0] and value[1] > state[1])
 
 
 AnyAggregator = Aggregator[Any, Any, Any]
