@@ -51,6 +51,13 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"]
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve Prometheus metrics (ingest counts by topic and reason) on this port; 0: off",
+    )
+    parser.add_argument("--metrics-host", default="127.0.0.1")
     parser.set_defaults(handler=run)
 
 
@@ -142,6 +149,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
 
     options.data_dir.mkdir(parents=True, exist_ok=True)
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr=args.metrics_host)
     app, runtimes = build_app(options, plans, make_engine, lambda topic: partitions[topic])
 
     @app.timer(args.refresh)  # type: ignore[untyped-decorator]  # faust ships no types
