@@ -3,38 +3,39 @@ engine here to run it), and its image recipe installs the package as the README 
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import json
 from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "compose" / "docker-compose.yml"
+SPEC = Path(__file__).resolve().parent / "data" / "compose-spec" / "compose-spec.json"
 
 
-def validate(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
-         str(path)],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+def problems(document: Any) -> list[str]:
+    """Every way the document breaks the Compose specification, as path: message."""
+    validator = Draft202012Validator(json.loads(SPEC.read_text()))
+    return [
+        "/".join(str(part) for part in error.absolute_path) + ": " + error.message
+        for error in validator.iter_errors(document)
+    ]
 
 
 def test_the_compose_file_follows_the_compose_specification() -> None:
-    result = validate(COMPOSE)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert problems(yaml.safe_load(COMPOSE.read_text())) == []
 
 
-def test_the_check_refuses_a_file_that_breaks_the_specification(tmp_path: Path) -> None:
-    broken = tmp_path / "docker-compose.yml"
-    broken.write_text(COMPOSE.read_text().replace("healthcheck:", "health_check:", 1))
-    result = validate(broken)
-    assert result.returncode != 0
-    assert "health_check" in result.stdout
+def test_the_check_refuses_a_file_that_breaks_the_specification() -> None:
+    broken = yaml.safe_load(COMPOSE.read_text().replace("healthcheck:", "health_check:", 1))
+    found = problems(broken)
+    assert found, "a misspelt key passed the check"
+    assert any("health_check" in problem for problem in found), found
 
 
 def test_every_service_the_issue_names_is_there_with_health_checks() -> None:
-    import yaml  # type: ignore[import-untyped]  # PyYAML ships no type information
-
     spec = yaml.safe_load(COMPOSE.read_text())
     services = spec["services"]
     assert {"kafka", "redis", "schema-registry", "worker-1", "worker-2", "web", "producer"} <= set(
