@@ -1,26 +1,48 @@
-"""The offline event log: validated events appended to Parquet, replay-safe (DESIGN §4).
+"""The offline log writer: validated events and feature snapshots to Parquet, replay-safe.
 
-:class:`OfflineSink` writes each batch of a source's events as one file per UTC
-date touched, under :func:`streamfs.offline.layout.source_dir`, with the explicit
-schema of :func:`streamfs.offline.schema.log_schema`. A file is written under a
-temporary name (``.tmp-...``, which readers ignore) and renamed into place; its
-name carries the Kafka partition and offset range, so a replayed batch replaces
-its file, and files of an earlier attempt at the same offsets that the replay
-cut differently are removed once the new ones are in place
-(:func:`streamfs.offline.layout.superseded`).
+:class:`OfflineSink` writes, per processed batch and Kafka partition,
 
-The worker calls :meth:`OfflineSink.write` for each processed batch before it
+- the source's events, one file per UTC event date touched, under
+  :func:`streamfs.offline.layout.source_dir` with the explicit schema of
+  :func:`streamfs.offline.schema.log_schema`;
+- optionally each view's feature snapshots (:mod:`streamfs.offline.snapshots`),
+  one file per view version under :func:`streamfs.offline.snapshots.view_dir`.
+
+Every file is written under a temporary name (``.tmp-...``, which readers ignore)
+and renamed into place, so no reader ever sees half a file. Its name carries the
+Kafka partition and offset range (DESIGN §4): a replayed batch starting at offset
+``s`` rewrites its files, deletes the files of an earlier attempt that start at or
+after ``s`` (:func:`streamfs.offline.layout.superseded`) and cuts back a file that
+started before ``s`` but reaches it (:func:`streamfs.offline.rolling.straddling`).
+Small per-batch files are merged as the worker goes and files are closed by size
+and by time (:mod:`streamfs.offline.rolling`). The root is a local path or any
+pyarrow filesystem URI (:class:`streamfs.offline.location.Location`).
+
+While a merge or a replay's clean-up runs, a concurrent reader may see a row twice
+for the milliseconds between the new file's rename and the old files' deletion;
+a crash there leaves files that the next listing of the partition removes
+(:func:`streamfs.offline.rolling.contained`), or that the replay which must
+follow (the batch was not committed) replaces.
+
+The worker calls :meth:`OfflineSink.write_batch` for each processed batch before it
 commits the batch's offsets. Writes block (pyarrow); call them from a thread in
-async code (``await asyncio.to_thread(sink.write, source, events)``).
+async code (``await asyncio.to_thread(sink.write_batch, ...)``). One sink may be
+shared by the agents of several sources: each log directory has its own lock.
+Files of a partition are only merged while a batch of that partition is written,
+so a worker never touches the files of a partition it no longer owns.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import structlog
 from pyarrow import fs
@@ -36,8 +58,20 @@ from streamfs.offline.layout import (
     source_dir,
     superseded,
 )
+from streamfs.offline.location import Location
+from streamfs.offline.rolling import (
+    OpenFile,
+    RollPolicy,
+    chunk_bounds,
+    contained,
+    merged_range,
+    should_roll,
+    straddling,
+    tier_merge,
+)
 from streamfs.offline.schema import log_schema
-from streamfs.offline.storage import resolve_root
+from streamfs.offline.snapshots import SnapshotView, snapshot_table, view_dir
+from streamfs.online import DEFAULT_NAMESPACE, OnlineWrite
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +81,10 @@ BACKFILL_PARTITION = -1
 
 class OfflineWriteError(StreamfsError):
     """A log file could not be written; the message names it. Retry the batch."""
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def events_table(
@@ -61,87 +99,314 @@ def events_table(
         "_partition": [e.partition for e in events],
         "_offset": [e.offset for e in events],
     }
-    for field in schema:
-        values = meta.get(field.name)
+    for f in schema:
+        values = meta.get(f.name)
         if values is None:
-            name = field.name
+            name = f.name
             values = [e.record.get(name) for e in events]
-        columns.append(pa.array(values, field.type))
+        columns.append(pa.array(values, f.type))
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-class OfflineSink:
-    """Appends validated events to the Parquet log under ``root`` (see the module doc)."""
+@dataclass(slots=True)
+class _Segment:
+    """The open (not yet rolled) files of one partition in one date directory."""
 
-    def __init__(self, root: str, compression: str = "zstd") -> None:
-        self.root = root
-        self._fs, self._path = resolve_root(root)
+    opened_ms: int
+    files: list[OpenFile] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Partition:
+    """What the sink knows of one partition's files in one log directory."""
+
+    schema: pa.Schema  # what its files are read and merged with
+    known: dict[str, FileRange]  # every file of the partition, by path
+    segments: dict[str, _Segment] = field(default_factory=dict)  # by date directory
+    next_offset: int | None = None  # where a batch that continues the last one starts
+
+
+class OfflineSink:
+    """Appends validated events (and feature snapshots) to the Parquet log (module doc).
+
+    ``policy`` sets when files are merged and closed (:class:`RollPolicy`);
+    ``clock`` (epoch ms) times segments and stamps snapshots.
+    """
+
+    def __init__(
+        self,
+        root: str | Location,
+        compression: str = "zstd",
+        *,
+        policy: RollPolicy | None = None,
+        clock: Callable[[], int] = _wall_clock_ms,
+    ) -> None:
+        self.location = Location.of(root)
+        self.root = root if isinstance(root, str) else str(root)
+        self.policy = policy or RollPolicy()
+        self._fs, self._path = self.location.filesystem, self.location.path
         self._compression = compression
+        self._clock = clock
         self._schemas: dict[str, pa.Schema] = {}
-        # (source, partition) -> files it has, and the offset its next batch should start at
-        self._files: dict[tuple[str, int], list[tuple[str, FileRange]]] = {}
-        self._next: dict[tuple[str, int], int] = {}
+        self._parts: dict[tuple[str, int], _Partition] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    # --- the worker's calls ---------------------------------------------------------------
 
     def write(self, source: Source, events: Sequence[Event]) -> list[str]:
         """Append one batch of ``source`` events; returns the paths written."""
-        by_partition: dict[int, list[Event]] = {}
-        for event in events:
-            by_partition.setdefault(event.partition, []).append(event)
-        written: list[str] = []
-        for partition, batch in by_partition.items():
-            written += self._write_partition(source, partition, batch)
-        return written
-
-    def _schema(self, source: Source) -> pa.Schema:
         schema = self._schemas.get(source.name)
         if schema is None:
             schema = self._schemas[source.name] = log_schema(source)
-        return schema
-
-    def _write_partition(self, source: Source, partition: int, events: list[Event]) -> list[str]:
-        offsets = [e.offset for e in events]
-        batch = FileRange(partition, min(offsets), max(offsets))
         directory = source_dir(self._path, source.name)
-        key = (source.name, partition)
-        if self._next.get(key) != batch.first_offset:  # first batch here, or a replay
-            self._files[key] = list(self._list(directory, partition))
-        by_date: dict[str, list[Event]] = {}
-        for event in events:
-            by_date.setdefault(date_of(event.event_time_ms), []).append(event)
-        schema = self._schema(source)
-        written = []
-        for date, dated in sorted(by_date.items()):
-            target = f"{directory}/date={date}/{file_name(*_fields(batch))}"
-            self._write_file(target, events_table(source, dated, schema))
-            written.append(target)
-        known = self._files.setdefault(key, [])
-        for stale in superseded(known, batch):
-            self._fs.delete_file(stale)
-            log.info("offline_file_superseded", path=stale, by=written)
-        stale_paths = set(superseded(known, batch))
-        known[:] = [(p, r) for p, r in known if p not in stale_paths and p not in written]
-        known += [(p, batch) for p in written]
-        self._next[key] = batch.last_offset + 1
+        written: list[str] = []
+        with self._lock(directory):
+            for partition, batch in _by_partition(events).items():
+                by_date: dict[str, list[Event]] = {}
+                for event in batch:
+                    by_date.setdefault(date_of(event.event_time_ms), []).append(event)
+                tables = {d: events_table(source, dated, schema) for d, dated in by_date.items()}
+                written += self._append(directory, schema, _range(partition, batch), tables)
         return written
 
-    def _write_file(self, target: str, table: pa.Table) -> None:
+    def write_snapshots(
+        self,
+        views: Sequence[SnapshotView],
+        events: Sequence[Event],
+        writes: Sequence[OnlineWrite],
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        write_time_ms: int | None = None,
+    ) -> list[str]:
+        """Append the feature snapshots of one batch: for each of ``views``, one row per
+        entity of ``events`` that ``writes`` (the engine's online writes) holds, valued
+        at ``write_time_ms`` (default: the sink's clock). Returns the paths written."""
+        now = self._clock() if write_time_ms is None else write_time_ms
+        date = date_of(now)
+        by_partition = _by_partition(events)
+        written: list[str] = []
+        for view in views:
+            directory = view_dir(self._path, view.name, view.version)
+            with self._lock(directory):
+                for partition, batch in by_partition.items():
+                    table = snapshot_table(view, batch, writes, now, namespace)
+                    if table.num_rows:
+                        written += self._append(
+                            directory, view.schema, _range(partition, batch), {date: table}
+                        )
+        return written
+
+    def write_batch(
+        self,
+        source: Source,
+        events: Sequence[Event],
+        writes: Sequence[OnlineWrite] = (),
+        views: Sequence[SnapshotView] = (),
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> list[str]:
+        """:meth:`write` then :meth:`write_snapshots`: one call (one thread hop) per batch."""
+        if not events:
+            return []
+        written = self.write(source, events)
+        if views:
+            written += self.write_snapshots(views, events, writes, namespace=namespace)
+        return written
+
+    def flush(self) -> list[str]:
+        """Merge and close every open segment (call on shutdown); returns the files written."""
+        written: list[str] = []
+        for (directory, _), part in list(self._parts.items()):
+            with self._lock(directory):
+                for date_dir, segment in list(part.segments.items()):
+                    if len(segment.files) > 1:
+                        written.append(self._merge(part, date_dir, segment.files).path)
+                    del part.segments[date_dir]
+        return written
+
+    # --- one partition's batch -------------------------------------------------------------
+
+    def _append(
+        self, directory: str, schema: pa.Schema, batch: FileRange, tables: dict[str, pa.Table]
+    ) -> list[str]:
+        key = (directory, batch.partition)
+        part = self._parts.get(key)
+        replay = part is None or part.next_offset != batch.first_offset
+        if part is None or replay:  # first batch here, or a replay, or a gap: look
+            part = self._parts[key] = self._list(directory, schema, batch.partition, part)
+        now = self._clock()
+        written: list[tuple[str, OpenFile]] = []
+        closed: set[str] = set()  # parts of a batch too big for one file: already full
+        for date, table in sorted(tables.items()):
+            date_dir = f"{directory}/date={date}"
+            chunks = list(self._chunks(table, batch))
+            for r, chunk in chunks:
+                path = f"{date_dir}/{file_name(r.partition, r.first_offset, r.last_offset)}"
+                size = self._write_file(path, chunk)
+                written.append((date_dir, OpenFile(path, r, size)))
+                if len(chunks) > 1:
+                    closed.add(path)
+        paths = {f.path for _, f in written}
+        if replay and batch.partition >= 0:
+            self._invalidate(part, batch, paths)
+        for date_dir, f in written:
+            part.known[f.path] = f.range
+            if batch.partition >= 0 and f.path not in closed:  # backfills write once
+                segment = part.segments.setdefault(date_dir, _Segment(now))
+                segment.files = [s for s in segment.files if s.path != f.path] + [f]
+        part.next_offset = batch.last_offset + 1
+        self._roll(part, now)
+        return [f.path for _, f in written]
+
+    def _chunks(self, table: pa.Table, batch: FileRange) -> Iterable[tuple[FileRange, pa.Table]]:
+        """``table`` in files of at most about ``roll_bytes`` (uncompressed), named by
+        contiguous offset ranges covering ``batch``."""
+        if table.nbytes <= self.policy.roll_bytes or table.num_rows < 2:
+            yield batch, table
+            return
+        table = table.sort_by("_offset")
+        offsets = table.column("_offset").to_pylist()
+        rows = max(1, table.num_rows * self.policy.roll_bytes // table.nbytes)
+        bounds = chunk_bounds(offsets, rows)
+        first = batch.first_offset
+        for i, (start, stop) in enumerate(bounds):
+            last = batch.last_offset if i == len(bounds) - 1 else offsets[stop - 1]
+            yield FileRange(batch.partition, first, last), table.slice(start, stop - start)
+            first = last + 1
+
+    def _invalidate(self, part: _Partition, batch: FileRange, written: set[str]) -> None:
+        """A replay from ``batch.first_offset``: cut files reaching into it, drop later ones."""
+        before = [(p, r) for p, r in part.known.items() if p not in written]
+        for path, r in straddling(before, batch.partition, batch.first_offset):
+            self._cut(part, path, r, batch.first_offset)
+        for stale in superseded(before, batch):
+            if stale not in written:
+                self._delete(stale)
+                part.known.pop(stale, None)
+                log.info("offline_file_superseded", path=stale, by=sorted(written))
+        for date_dir, segment in list(part.segments.items()):
+            segment.files = [f for f in segment.files if part.known.get(f.path) == f.range]
+            if not segment.files:
+                del part.segments[date_dir]
+
+    def _cut(self, part: _Partition, path: str, r: FileRange, at: int) -> None:
+        """Keep only the rows of ``path`` before offset ``at``, under the name ``[first, at-1]``."""
+        table = self._read(path, part.schema)
+        kept = table.filter(pc.less(table.column("_offset"), pa.scalar(at, pa.int64())))
+        part.known.pop(path)
+        if kept.num_rows:
+            target = f"{path.rpartition('/')[0]}/{file_name(r.partition, r.first_offset, at - 1)}"
+            self._write_file(target, kept)
+            part.known[target] = FileRange(r.partition, r.first_offset, at - 1)
+        self._delete(path)
+        log.info("offline_file_cut", path=path, at_offset=at, kept=kept.num_rows)
+
+    # --- merging ---------------------------------------------------------------------------
+
+    def _roll(self, part: _Partition, now: int) -> None:
+        for date_dir, segment in list(part.segments.items()):
+            if should_roll(segment.files, segment.opened_ms, now, self.policy):
+                if len(segment.files) > 1:
+                    self._merge(part, date_dir, segment.files)
+                del part.segments[date_dir]
+                continue
+            while (group := tier_merge(segment.files, self.policy.fanout)) is not None:
+                merged = self._merge(part, date_dir, group)
+                at = segment.files.index(group[0])
+                segment.files[at : at + len(group)] = [merged]
+
+    def _merge(self, part: _Partition, date_dir: str, files: Sequence[OpenFile]) -> OpenFile:
+        """One file in place of ``files`` (adjacent, one partition and date)."""
+        tables = [self._read(f.path, part.schema) for f in files]
+        merged = pa.concat_tables(tables).sort_by("_offset")
+        r = merged_range([f.range for f in files])
+        target = f"{date_dir}/{file_name(r.partition, r.first_offset, r.last_offset)}"
+        size = self._write_file(target, merged)
+        part.known[target] = r
+        for f in files:
+            if f.path != target:
+                self._delete(f.path)
+                part.known.pop(f.path, None)
+        log.info("offline_files_merged", path=target, files=len(files), bytes=size)
+        return OpenFile(target, r, size, max(f.level for f in files) + 1)
+
+    # --- the filesystem --------------------------------------------------------------------
+
+    def _list(
+        self, directory: str, schema: pa.Schema, partition: int, previous: _Partition | None
+    ) -> _Partition:
+        """Every file of ``partition`` under ``directory``; leftovers of a crashed merge go."""
+        by_dir: dict[str, list[tuple[str, FileRange]]] = {}
+        selector = fs.FileSelector(directory, recursive=True, allow_not_found=True)
+        try:
+            infos = self._fs.get_file_info(selector)
+        except OSError as exc:
+            raise OfflineWriteError(f"offline log {directory}: cannot list: {exc}") from exc
+        for info in infos:
+            parsed = parse_file_name(info.base_name)
+            if parsed is not None and parsed.partition == partition:
+                by_dir.setdefault(info.path.rpartition("/")[0], []).append((info.path, parsed))
+        known: dict[str, FileRange] = {}
+        for files in by_dir.values():
+            stale = set(contained(files)) if partition >= 0 else set()
+            for path, r in files:
+                if path in stale:
+                    self._delete(path)
+                    log.info("offline_file_leftover_removed", path=path)
+                else:
+                    known[path] = r
+        part = _Partition(schema, known)
+        if previous is not None:  # keep open segments whose files are still there
+            for date_dir, segment in previous.segments.items():
+                still = [f for f in segment.files if known.get(f.path) == f.range]
+                if still:
+                    part.segments[date_dir] = _Segment(segment.opened_ms, still)
+        return part
+
+    def _read(self, path: str, schema: pa.Schema | None) -> pa.Table:
+        try:
+            return pq.read_table(path, filesystem=self._fs, schema=schema)
+        except (OSError, pa.ArrowException) as exc:
+            raise OfflineWriteError(f"offline log file {path}: cannot read: {exc}") from exc
+
+    def _write_file(self, target: str, table: pa.Table) -> int:
+        """Write ``table`` to ``target`` atomically (temp name, rename); returns its size."""
         directory, _, name = target.rpartition("/")
         temp = f"{directory}/.tmp-{name}-{uuid.uuid4().hex}"
         try:
             self._fs.create_dir(directory, recursive=True)
             with self._fs.open_output_stream(temp) as out:
                 pq.write_table(table, out, compression=self._compression)
+                size = int(out.tell())
             self._fs.move(temp, target)
-        except OSError as exc:
+        except (OSError, pa.ArrowException) as exc:
             raise OfflineWriteError(f"offline log file {target}: {exc}") from exc
+        return size
 
-    def _list(self, directory: str, partition: int) -> Iterable[tuple[str, FileRange]]:
-        selector = fs.FileSelector(directory, recursive=True, allow_not_found=True)
-        for info in self._fs.get_file_info(selector):
-            parsed = parse_file_name(info.base_name)
-            if parsed is not None and parsed.partition == partition:
-                yield info.path, parsed
+    def _delete(self, path: str) -> None:
+        try:
+            self._fs.delete_file(path)
+        except FileNotFoundError:
+            pass  # gone already: another attempt's clean-up got there first
+        except OSError as exc:
+            raise OfflineWriteError(f"offline log file {path}: cannot delete: {exc}") from exc
+
+    def _lock(self, directory: str) -> threading.Lock:
+        with self._locks_lock:
+            lock = self._locks.get(directory)
+            if lock is None:
+                lock = self._locks[directory] = threading.Lock()
+            return lock
 
 
-def _fields(r: FileRange) -> tuple[int, int, int]:
-    return r.partition, r.first_offset, r.last_offset
+def _by_partition(events: Sequence[Event]) -> dict[int, list[Event]]:
+    out: dict[int, list[Event]] = {}
+    for event in events:
+        out.setdefault(event.partition, []).append(event)
+    return out
+
+
+def _range(partition: int, events: Sequence[Event]) -> FileRange:
+    offsets = [e.offset for e in events]
+    return FileRange(partition, min(offsets), max(offsets))

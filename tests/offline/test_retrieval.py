@@ -14,6 +14,7 @@ import pytest
 from streamfs.definitions.compile import compile_view
 from streamfs.offline.log import OfflineSink
 from streamfs.offline.retrieval import get_historical_features
+from streamfs.offline.rolling import RollPolicy
 from streamfs.online import UnknownFeatureError
 from streamfs.tiles import EntityTiles
 from tests.offline.helpers import T0, brute_force, random_events, random_queries, rich_view
@@ -126,7 +127,7 @@ def test_compaction_merges_files_without_changing_answers(tmp_path: Path) -> Non
 
     view = rich_view()
     events = random_events(random.Random(5), 200)
-    sink = OfflineSink(str(tmp_path))
+    sink = OfflineSink(str(tmp_path), policy=RollPolicy(fanout=100))  # 10 files stay apart
     for start in range(0, 200, 20):
         sink.write(view.source, events[start : start + 20])
     names = list(view.feature_types())
