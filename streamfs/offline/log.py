@@ -37,7 +37,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +72,7 @@ from streamfs.offline.rolling import (
 from streamfs.offline.schema import log_schema
 from streamfs.offline.snapshots import SnapshotView, snapshot_table, view_dir
 from streamfs.online import DEFAULT_NAMESPACE, OnlineWrite
+from streamfs.tiles import EntityTiles
 
 log = structlog.get_logger(__name__)
 
@@ -178,10 +179,13 @@ class OfflineSink:
         *,
         namespace: str = DEFAULT_NAMESPACE,
         write_time_ms: int | None = None,
+        tiles: Mapping[str, EntityTiles] | None = None,
     ) -> list[str]:
         """Append the feature snapshots of one batch: for each of ``views``, one row per
         entity of ``events`` that ``writes`` (the engine's online writes) holds, valued
-        at ``write_time_ms`` (default: the sink's clock). Returns the paths written."""
+        at ``write_time_ms`` (default: the sink's clock). ``tiles``: the decoded state
+        of each write, by key, if the caller has it (saves decoding; see
+        :func:`~streamfs.offline.snapshots.snapshot_table`). Returns the paths written."""
         now = self._clock() if write_time_ms is None else write_time_ms
         date = date_of(now)
         by_partition = _by_partition(events)
@@ -190,7 +194,7 @@ class OfflineSink:
             directory = view_dir(self._path, view.name, view.version)
             with self._lock(directory):
                 for partition, batch in by_partition.items():
-                    table = snapshot_table(view, batch, writes, now, namespace)
+                    table = snapshot_table(view, batch, writes, now, namespace, tiles)
                     if table.num_rows:
                         written += self._append(
                             directory, view.schema, _range(partition, batch), {date: table}
@@ -205,13 +209,14 @@ class OfflineSink:
         views: Sequence[SnapshotView] = (),
         *,
         namespace: str = DEFAULT_NAMESPACE,
+        tiles: Mapping[str, EntityTiles] | None = None,
     ) -> list[str]:
         """:meth:`write` then :meth:`write_snapshots`: one call (one thread hop) per batch."""
         if not events:
             return []
         written = self.write(source, events)
         if views:
-            written += self.write_snapshots(views, events, writes, namespace=namespace)
+            written += self.write_snapshots(views, events, writes, namespace=namespace, tiles=tiles)
         return written
 
     def flush(self) -> list[str]:
