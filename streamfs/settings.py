@@ -41,6 +41,12 @@ class Settings:
     namespace: str = "default"
     # The offline Parquet log: a local path or a pyarrow filesystem URI (s3://...).
     offline_root: str | None = None
+    # When the offline log writer closes a file (streamfs.offline.rolling), and the size
+    # `streamfs offline compact` merges up to; whether the worker logs feature snapshots.
+    offline_roll_mb: int = 64
+    offline_roll_interval_s: int = 600
+    offline_compact_mb: int = 256
+    offline_snapshots: bool = True
 
     @property
     def resolved_run_dir(self) -> Path:
@@ -74,6 +80,23 @@ class Settings:
             kwargs["java_home"] = environ["JAVA_HOME"]
         if (offline_root := get("OFFLINE_ROOT")) is not None:
             kwargs["offline_root"] = offline_root
+        for name in ("OFFLINE_ROLL_MB", "OFFLINE_ROLL_INTERVAL_S", "OFFLINE_COMPACT_MB"):
+            if (number := get(name)) is not None:
+                try:
+                    value = int(number)
+                except ValueError as exc:
+                    raise ConfigError(
+                        f"{ENV_PREFIX}{name} must be a whole number, got {number!r}"
+                    ) from exc
+                if value < 1:
+                    raise ConfigError(f"{ENV_PREFIX}{name} must be at least 1, got {number!r}")
+                kwargs[name.lower()] = value
+        if (snapshots := get("OFFLINE_SNAPSHOTS")) is not None:
+            if snapshots.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ConfigError(
+                    f"{ENV_PREFIX}OFFLINE_SNAPSHOTS must be true or false, got {snapshots!r}"
+                )
+            kwargs["offline_snapshots"] = snapshots.lower() in ("1", "true", "yes", "on")
         if (namespace := get("NAMESPACE")) is not None:
             kwargs["namespace"] = namespace
         if (level := get("LOG_LEVEL")) is not None:

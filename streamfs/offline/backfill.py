@@ -1,10 +1,12 @@
 """Batch ingestion: rows from files into the offline log, and optionally into Redis.
 
-:func:`backfill` reads Parquet, CSV or JSON Lines files with the producer's reader
-(:func:`streamfs.producer.check_file`: every row checked against the source's
-reader schema, a bad row reported by file and row), appends the good rows to the
-offline log as events of partition :data:`~streamfs.offline.log.BACKFILL_PARTITION`,
-and returns the bad ones for a rejects file. Good rows always go on.
+:func:`backfill` reads Parquet, CSV or JSON Lines files, directories of them or
+pyarrow filesystem URIs (:mod:`streamfs.offline.inputs`) with the producer's
+reader: every row is checked against the source's reader schema (key and event
+time required), a bad row is reported by file and row. The good rows are
+appended to the offline log as events of partition
+:data:`~streamfs.offline.log.BACKFILL_PARTITION`; the bad ones are returned for a
+rejects file. Good rows always go on.
 
 Backfilled events are numbered from an offset derived from the files' names and
 sizes, so running the same backfill again replaces its log files instead of
@@ -26,12 +28,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyarrow import fs
+
 from streamfs.definitions import FeatureView, Source
 from streamfs.definitions.compile import compile_view
 from streamfs.ingest import Event
+from streamfs.offline.inputs import InputFile, check, expand, required_key_and_time
 from streamfs.offline.log import BACKFILL_PARTITION, OfflineSink
 from streamfs.online import OnlineWrite, online_key
-from streamfs.producer import RowProblem, check_file
+from streamfs.producer import RowProblem
 from streamfs.tiles import EntityTiles
 
 SEED_OFFSET = -1  # loses to any offset the worker writes: backfill only seeds
@@ -44,26 +49,31 @@ class Backfilled:
     files_written: list[str]
 
 
-def first_offset(source: Source, paths: Sequence[Path]) -> int:
+def first_offset(source: Source, files: Sequence[InputFile]) -> int:
     """A stable base offset for this set of files (same files, same offsets)."""
-    names = sorted(f"{p.resolve()}:{p.stat().st_size}" for p in paths)
+    names = sorted(f"{f.location.filesystem.type_name}:{f.location.path}:{f.size}" for f in files)
     return zlib.crc32("\n".join([source.name, *names]).encode()) << 24
 
 
-def backfill(source: Source, paths: Sequence[Path], sink: OfflineSink) -> Backfilled:
-    """Check every row of ``paths``, append the good ones to the log (module doc)."""
+def backfill(
+    source: Source,
+    paths: Sequence[str | Path],
+    sink: OfflineSink,
+    *,
+    filesystem: fs.FileSystem | None = None,
+) -> Backfilled:
+    """Check every row of ``paths`` (paths, directories, URIs; or paths in ``filesystem``),
+    append the good ones to the log (module doc)."""
+    files = expand(paths, filesystem)
+    schema = required_key_and_time(source)
     events: list[Event] = []
     problems: list[RowProblem] = []
-    offset = first_offset(source, paths)
-    for path in paths:
-        checked = check_file(path, source.reader_schema)
+    offset = first_offset(source, files)
+    for f in files:
+        checked = check(f, schema)
         problems += checked.problems
         for record in checked.records:
-            key, time_ms = record.get(source.key_field), record.get(source.event_time_field)
-            if key is None or time_ms is None:
-                field = source.key_field if key is None else source.event_time_field
-                problems.append(RowProblem(str(path), 0, "missing_field", f"{field} is null"))
-                continue
+            key, time_ms = record[source.key_field], record[source.event_time_field]
             events.append(Event(key, time_ms, record, BACKFILL_PARTITION, offset))
             offset += 1
     written = sink.write(source, events) if events else []

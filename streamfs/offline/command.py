@@ -1,4 +1,4 @@
-"""The offline commands: ``historical``, ``backfill`` and ``check-consistency``.
+"""The offline commands: ``historical``, ``backfill``, ``check-consistency``, ``offline compact``.
 
 ``streamfs historical``: a point-in-time training set from a file of entities and times.
 
@@ -41,6 +41,15 @@ def add_offline_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.
     compact.add_argument(
         "--before", default=None, help="compact dates before this YYYY-MM-DD (default: yesterday)"
     )
+    compact.add_argument(
+        "--target-mb",
+        type=int,
+        default=None,
+        help="merge adjacent files up to this size (default: STREAMFS_OFFLINE_COMPACT_MB, 256)",
+    )
+    compact.add_argument(
+        "--no-snapshots", action="store_true", help="leave the feature snapshot files alone"
+    )
     add_root_argument(compact)
     compact.set_defaults(handler=run_compact)
     return parser
@@ -50,10 +59,13 @@ def run_compact(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import UTC, datetime, timedelta
 
     from streamfs.definitions.codec import source_from_json
-    from streamfs.offline.compact import compact
+    from streamfs.offline.compact import compact, compact_snapshots
     from streamfs.store import FeatureStore
 
     before: str = args.before or (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
+    target_mb: int = args.target_mb or settings.offline_compact_mb
+    target = target_mb << 20
+    root = offline_root(args, settings)
     state = FeatureStore(settings).registry_state()
     names = args.source or state.names("source")
     for name in names:
@@ -61,8 +73,11 @@ def run_compact(args: argparse.Namespace, settings: Settings) -> int:
         if record is None:
             print(f"source {name!r} is not registered")
             return 2
-        done = compact(offline_root(args, settings), source_from_json(record.spec), before)
+        done = compact(root, source_from_json(record.spec), before, target)
         print(f"{name}: wrote {done.merged} merged files, removed {done.removed}")
+    if not args.no_snapshots and not args.source:
+        done = compact_snapshots(root, before, target)
+        print(f"snapshots: wrote {done.merged} merged files, removed {done.removed}")
     return 0
 
 
@@ -127,7 +142,12 @@ def add_backfill_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse
     )
     parser.add_argument("--source", required=True, help="a registered source's name")
     parser.add_argument(
-        "--from", dest="files", type=Path, nargs="+", required=True, help="the files to read"
+        "--from",
+        dest="files",
+        nargs="+",
+        required=True,
+        help="files, directories or pyarrow filesystem URIs (s3://bucket/dir/, file:///...)"
+        " of .parquet/.csv/.jsonl",
     )
     parser.add_argument(
         "--rejects",

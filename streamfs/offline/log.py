@@ -72,6 +72,7 @@ from streamfs.offline.rolling import (
 from streamfs.offline.schema import log_schema
 from streamfs.offline.snapshots import SnapshotView, snapshot_table, view_dir
 from streamfs.online import DEFAULT_NAMESPACE, OnlineWrite
+from streamfs.settings import Settings
 from streamfs.tiles import EntityTiles
 
 log = structlog.get_logger(__name__)
@@ -152,6 +153,15 @@ class OfflineSink:
         self._parts: dict[tuple[str, int], _Partition] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, root: str | Location, settings: Settings) -> OfflineSink:
+        """A sink with the roll policy of ``STREAMFS_OFFLINE_ROLL_MB`` and ``_INTERVAL_S``."""
+        policy = RollPolicy(
+            roll_bytes=settings.offline_roll_mb << 20,
+            roll_interval_ms=settings.offline_roll_interval_s * 1000,
+        )
+        return cls(root, policy=policy)
 
     # --- the worker's calls ---------------------------------------------------------------
 
