@@ -48,7 +48,9 @@ MARKER_PREFIX = "\x00p:"
 
 
 class StateStore(Protocol):
-    def get(self, key: str) -> bytes | None: ...
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The stored values of ``keys``, in order (``None``: not stored)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,7 @@ class PartitionEngine:
         """Fold ``messages`` (one partition, offset order) over the state in ``store``."""
         result = BatchResult()
         m_key = marker_key(self.source.topic, partition)
-        raw_marker = store.get(m_key)
+        raw_marker = store.get_many([m_key])[0]
         last_done, watermark = (
             (-1, _NO_WATERMARK) if raw_marker is None else _MARKER.unpack(raw_marker)
         )
@@ -135,36 +137,37 @@ class PartitionEngine:
             by_entity.setdefault(event.entity_key, []).append(event)
         now = self.clock()
         cache = self._cache
-        for plan in self.views:
+        # One multi-get for every (view, entity) the batch touches.
+        work = [(plan, entity) for plan in self.views for entity in by_entity]
+        keys = [state_key(plan.view, entity) for plan, entity in work]
+        for (plan, entity), key, raw in zip(work, keys, store.get_many(keys), strict=True):
+            events = by_entity[entity]
             inputs = plan.inputs
-            for entity, events in by_entity.items():
-                key = state_key(plan.view, entity)
-                raw = store.get(key)
-                cached = cache.pop(key, None)
-                if raw is None:
-                    tiles = EntityTiles(plan.view.layout)
-                elif cached is not None and raw[: _OFFSET.size] == cached[0]:
-                    tiles = cached[1]
-                else:
-                    tiles = EntityTiles.decode(plan.view.layout, raw[_OFFSET.size :])
-                for event in events:
-                    tiles.add_event(event.event_time_ms, inputs(event.record), event.offset)
-                tiles.evict(now - plan.evict_slack_ms)
-                body = tiles.encode()
-                offset = events[-1].offset
-                prefix = _OFFSET.pack(offset)
-                result.state[key] = prefix + body
-                cache[key] = (prefix, tiles)
-                if len(cache) > self.cache_entities:
-                    cache.popitem(last=False)
-                assert tiles.last_event_time_ms is not None  # events were folded in
-                result.writes.append(
-                    OnlineWrite(
-                        online_key(plan.view.name, plan.view.version, entity, self.namespace),
-                        offset,
-                        body,
-                        tiles.last_event_time_ms,
-                        plan.ttl_ms,
-                    )
+            cached = cache.pop(key, None)
+            if raw is None:
+                tiles = EntityTiles(plan.view.layout)
+            elif cached is not None and raw[: _OFFSET.size] == cached[0]:
+                tiles = cached[1]
+            else:
+                tiles = EntityTiles.decode(plan.view.layout, raw[_OFFSET.size :])
+            for event in events:
+                tiles.add_event(event.event_time_ms, inputs(event.record), event.offset)
+            tiles.evict(now - plan.evict_slack_ms)
+            body = tiles.encode()
+            offset = events[-1].offset
+            prefix = _OFFSET.pack(offset)
+            result.state[key] = prefix + body
+            cache[key] = (prefix, tiles)
+            if len(cache) > self.cache_entities:
+                cache.popitem(last=False)
+            assert tiles.last_event_time_ms is not None  # events were folded in
+            result.writes.append(
+                OnlineWrite(
+                    online_key(plan.view.name, plan.view.version, entity, self.namespace),
+                    offset,
+                    body,
+                    tiles.last_event_time_ms,
+                    plan.ttl_ms,
                 )
+            )
         return result

@@ -1,40 +1,49 @@
 """``streamfs worker``: the Faust app that turns events into online features.
 
 The only module that imports faust. Per source it runs one agent that takes batches
-of events from the stream (``take_events``), and per batch, partition by partition:
+of events from the stream (``take_events``), and per batch:
 
-1. validates and decodes them (:mod:`streamfs.ingest`), folds the valid ones into each
-   entity's tiles read from a RocksDB-backed Faust table (:mod:`streamfs.engine`);
-2. sends the rejects to the dead-letter topic and waits for the broker's acks;
-3. writes the touched entities to Redis (idempotent, retried with backoff while Redis
-   is away; nothing is acknowledged until Redis accepted the batch);
-4. stores the new state in the table (which queues its changelog messages).
+1. per partition, validates and decodes the events (:mod:`streamfs.ingest`) and folds
+   the valid ones into each entity's tiles, read from the partition's RocksDB with
+   one multi-get (:mod:`streamfs.engine`);
+2. hands the batch to the sinks at once and waits for all of them: the rejects to
+   the dead-letter topic (broker acks), the events to the offline log, the touched
+   entities to Redis (idempotent, retried with backoff while Redis is away);
+3. stores the new state: per partition, the changelog messages go out as whole
+   record batches and are acknowledged by the broker, then one RocksDB write batch
+   applies them and the table's persisted changelog offset moves past them.
 
 Only then does the agent take the next batch, and only then does Faust count the
-batch's events as acknowledged. Faust commits acknowledged offsets after flushing
-its producer, so the order is: sinks, then table changelog, then offsets (DESIGN §4).
+batch's events as acknowledged and commit their offsets: sinks, then changelog,
+then offsets (DESIGN §4).
 
-Faust's RocksDB tables choose the partition of a key (its local database and its
-changelog partition) from the *current event*. A batch spans partitions, so while
-processing partition ``p`` the worker makes an event of ``p`` current; an entity's
-state then always lives in its source partition and moves with it on a rebalance.
+The state table is a Faust table (RocksDB, changelog topic, recovery on
+assignment), but the hot path reads and writes it below Faust's per-key API
+(``table[key] = value`` costs a JSON key, a RocksDB put, a changelog
+``FutureMessage`` and an ack callback per entity): it uses the store's per-partition
+database (``_db_for_partition``) and key encoding (``_encode_key``), which are
+private to faust-streaming 0.15, pinned in ``pyproject.toml``. What it writes is
+exactly what Faust writes (same keys, same changelog topic and partition), so
+Faust's recovery rebuilds it. An entity's state lives in its source partition's
+database and changelog partition and moves with it on a rebalance; Faust revokes
+partitions only after every taken event is acknowledged, so never mid-batch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import faust
+import rocksdict
 import structlog
-from faust.streams import _current_event  # private: see the module doc
+from aiokafka import AIOKafkaProducer
+from faust.types import TP
 
 from streamfs.dlq import DeadLetterSink
 from streamfs.engine import BatchResult, PartitionEngine, ViewPlan
@@ -51,9 +60,6 @@ ROCKSDB_OPTIONS = {
     "write_buffer_size": 8 << 20,
     "max_write_buffer_number": 2,
 }
-
-
-CHANGELOG_LINGER_MS = 20
 
 
 def wall_clock_ms() -> int:
@@ -78,14 +84,14 @@ class SourceRuntime:
     def __init__(
         self,
         engine: PartitionEngine,
-        table: Any,
+        table_io: TableIO,
         dlq: Callable[[], Awaitable[DeadLetterSink]],
         online: OnlineWriter,
         options: WorkerOptions,
         offline: OfflineSink | None = None,
     ) -> None:
         self.engine = engine
-        self.table = table
+        self.table_io = table_io
         self._dlq = dlq
         self.online = online
         self.offline = offline
@@ -97,28 +103,33 @@ class SourceRuntime:
         for event in events:
             by_partition.setdefault(event.message.partition, []).append(event)
         total = BatchResult()
-        states: list[tuple[Any, dict[str, bytes]]] = []
+        states: list[tuple[int, dict[str, bytes]]] = []
         for partition, part_events in by_partition.items():
             messages = [_message(e) for e in part_events]
-            with _current(part_events[-1]):
-                result = await self.engine.process(partition, messages, _TableStore(self.table))
+            result = await self.engine.process(partition, messages, self.table_io.reader(partition))
             total.writes += result.writes
             total.rejects += result.rejects
             total.skipped_replays += result.skipped_replays
             total.events += result.events
-            states.append((part_events[-1], result.state))
-        # Sinks first; the state (and with it the changelog) only once they accepted.
-        await (await self._dlq()).send(total.rejects)
-        if self.offline is not None and total.events:
-            # Files are named by partition and offset range: a replay replaces its file.
-            await asyncio.to_thread(self.offline.write, self.engine.source, total.events)
-        await self._write_online(total)
-        for event, state in states:
-            with _current(event):
-                for key, value in state.items():
-                    self.table[key] = value
+            states.append((partition, result.state))
+        # Sinks first, all at once; the state (with its changelog) only once they accepted.
+        await asyncio.gather(
+            self._write_dead_letters(total),
+            self._write_offline(total),
+            self._write_online(total),
+        )
+        for partition, state in states:
+            await self.table_io.store(partition, state)
         self.processed += len(events)
         return total
+
+    async def _write_dead_letters(self, result: BatchResult) -> None:
+        await (await self._dlq()).send(result.rejects)
+
+    async def _write_offline(self, result: BatchResult) -> None:
+        if self.offline is not None and result.events:
+            # Files are named by partition and offset range: a replay replaces its file.
+            await asyncio.to_thread(self.offline.write, self.engine.source, result.events)
 
     async def _write_online(self, result: BatchResult) -> None:
         delay = 0.1
@@ -140,26 +151,66 @@ class SourceRuntime:
         log.warning("redis_write_retry", error=repr(exc), retry_in_s=delay)
 
 
-class _TableStore:
-    """The engine's key-value view of a Faust table whose values are raw bytes."""
+class TableIO:
+    """One source's state table, read and written a partition batch at a time.
 
-    def __init__(self, table: Any) -> None:
+    Below Faust's per-key table API (see the module doc): multi-gets from the
+    partition's RocksDB; stores as changelog record batches (acknowledged by the
+    broker) followed by one RocksDB write batch and the persisted changelog offset.
+    """
+
+    def __init__(self, table: Any, producer: Callable[[], Awaitable[AIOKafkaProducer]]) -> None:
         self._table = table
+        self._producer = producer
 
-    def get(self, key: str) -> bytes | None:
-        # The table's store directly: ``table.get`` goes through ``UserDict`` and looks
-        # the key up in RocksDB twice (``in``, then ``[]``); only its sensors are skipped.
-        value = self._table.data.get(key)
-        return None if value is None else bytes(value)
+    def reader(self, partition: int) -> _PartitionReader:
+        return _PartitionReader(self._table.data, partition)
+
+    async def store(self, partition: int, state: dict[str, bytes]) -> None:
+        if not state:
+            return
+        data = self._table.data
+        items = [(data._encode_key(key), value) for key, value in state.items()]
+        topic = self._table.changelog_topic.get_topic_name()
+        last_offset = await send_records(await self._producer(), topic, partition, items)
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for key, value in items:
+            batch.put(key, value)
+        data._db_for_partition(partition).write(batch)
+        data.set_persisted_offset(TP(topic, partition), last_offset)
 
 
-@contextlib.contextmanager
-def _current(event: Any) -> Iterator[None]:
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
+class _PartitionReader:
+    """The engine's view of one partition's state: one RocksDB multi-get per call."""
+
+    def __init__(self, data: Any, partition: int) -> None:
+        self._data = data
+        self._partition = partition
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        encode = self._data._encode_key
+        db = self._data._db_for_partition(self._partition)
+        return list(db[[encode(key) for key in keys]])
+
+
+async def send_records(
+    producer: AIOKafkaProducer, topic: str, partition: int, items: Sequence[tuple[bytes, bytes]]
+) -> int:
+    """Produce ``items`` (key, value) to one partition as whole record batches, wait for the
+    broker's acks, and return the offset of the last one."""
+    futures = []
+    batch = producer.create_batch()
+    for key, value in items:
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                raise ValueError(f"a {len(value)}-byte state for {topic} exceeds a record batch")
+    last_count: int = batch.record_count()
+    futures.append(await producer.send_batch(batch, topic, partition=partition))
+    sent = await asyncio.gather(*futures)
+    base: int = sent[-1].offset
+    return base + last_count - 1
 
 
 def _message(event: Any) -> Message:
@@ -176,7 +227,6 @@ def build_app(
 ) -> tuple[faust.App, list[SourceRuntime]]:
     """A Faust app with one agent and one state table per source of ``plans``."""
     import redis.asyncio as redis_asyncio
-    from aiokafka import AIOKafkaProducer
 
     from streamfs.names import state_table
 
@@ -190,15 +240,7 @@ def build_app(
         table_standby_replicas=0,
         stream_buffer_maxsize=max(4_096, options.batch_size * 2),
         producer_acks=-1,
-        # A batch stores one changelog message per touched entity: let the producer
-        # gather them into few large requests instead of one request per message.
-        producer_linger_ms=CHANGELOG_LINGER_MS,
-        producer_max_batch_size=1 << 20,
-        producer_max_request_size=4 << 20,
     )
-    # Faust makes the agent wait whenever more than 100 changelog messages are queued
-    # (``ProducerBuffer.max_messages``), i.e. many times per batch; let a whole batch in.
-    app.producer.buffer.max_messages = max(10_000, options.batch_size * 2)
     # aiokafka logs every message it sends at debug level, formatting key and value:
     # several percent of the worker's time when a handler lets debug through.
     logging.getLogger("aiokafka").setLevel(logging.INFO)
@@ -207,19 +249,32 @@ def build_app(
         options.redis_url, socket_timeout=5, socket_connect_timeout=2
     )
     online = OnlineWriter(redis_client, wall_clock_ms)
-    dlq_sink: asyncio.Future[DeadLetterSink] | None = None
+    started: asyncio.Future[AIOKafkaProducer] | None = None
+
+    async def producer() -> AIOKafkaProducer:
+        # The changelog's and the dead-letter topic's: made and started on first use,
+        # inside Faust's event loop (aiokafka needs one). Record batches up to 1 MiB.
+        nonlocal started
+        if started is None:
+            started = asyncio.get_running_loop().create_future()
+            kafka = AIOKafkaProducer(
+                bootstrap_servers=options.kafka_bootstrap,
+                acks="all",
+                enable_idempotence=True,
+                max_batch_size=1 << 20,
+                max_request_size=4 << 20,
+            )
+            await kafka.start()
+            started.set_result(kafka)
+        return await started
+
+    dlq_sink: DeadLetterSink | None = None
 
     async def dlq() -> DeadLetterSink:
-        # Made and started on first use, inside Faust's event loop (aiokafka needs one).
         nonlocal dlq_sink
         if dlq_sink is None:
-            dlq_sink = asyncio.get_running_loop().create_future()
-            dlq_producer = AIOKafkaProducer(
-                bootstrap_servers=options.kafka_bootstrap, acks="all", enable_idempotence=True
-            )
-            await dlq_producer.start()
-            dlq_sink.set_result(DeadLetterSink(dlq_producer, wall_clock_ms))
-        return await dlq_sink
+            dlq_sink = DeadLetterSink(await producer(), wall_clock_ms)
+        return dlq_sink
 
     offline_sink = OfflineSink(options.offline_root) if options.offline_root else None
     by_source: dict[str, list[ViewPlan]] = {}
@@ -236,7 +291,7 @@ def build_app(
             options=dict(ROCKSDB_OPTIONS),
         )
         runtime = SourceRuntime(
-            make_engine(source_plans), table, dlq, online, options, offline_sink
+            make_engine(source_plans), TableIO(table, producer), dlq, online, options, offline_sink
         )
         runtimes.append(runtime)
         topic = app.topic(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from streamfs.engine import PartitionEngine
@@ -27,8 +28,8 @@ class DictStore:
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
 
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [self.data.get(key) for key in keys]
 
     def apply(self, state: dict[str, bytes]) -> None:
         self.data.update(state)

@@ -86,3 +86,36 @@ async def test_two_workers_split_the_partitions_and_are_exact(
     # Both still own their share: the events (produced after the split) were processed
     # by the two of them, and nobody left the group while working.
     assert split()
+
+
+async def test_state_moves_to_a_worker_with_an_empty_disk_through_the_changelog(
+    services: Services, stream: dict[str, Any]
+) -> None:
+    """The worker writes its state table below Faust's per-key API (record batches to the
+    changelog, then a RocksDB write batch): a worker on another disk must rebuild it."""
+    topic, app_id = stream["topic"], stream["app_id"]
+    await create_topic(services.kafka_bootstrap, topic, PARTITIONS)
+    events = make_events(4_000, users=150, seed=23)
+    await produce_events(
+        services.kafka_bootstrap, services.schema_registry_url, topic, events[:2_000]
+    )
+    first = stream["worker"]("first-disk")
+    first.start()
+
+    async def caught_up(worker: Any) -> bool:
+        worker.assert_alive()
+        return await group_caught_up(services.kafka_bootstrap, app_id, topic)
+
+    await wait_until(lambda: caught_up(first), 120, "first half processed")
+    check_exact(services, app_id, topic, events[:2_000])
+    first.kill(signal.SIGKILL)
+
+    # Every entity of the second half already has state from the first: without the
+    # changelog the new worker would start them from nothing and undercount.
+    second = stream["worker"]("second-disk")
+    second.start()
+    await produce_events(
+        services.kafka_bootstrap, services.schema_registry_url, topic, events[2_000:]
+    )
+    await wait_until(lambda: caught_up(second), 120, "second half processed on the new disk")
+    check_exact(services, app_id, topic, events)
