@@ -12,34 +12,50 @@ Backfilled events are numbered from an offset derived from the files' names and
 sizes, so running the same backfill again replaces its log files instead of
 adding rows twice; their offsets also order ties for first/last.
 
-With ``to_online``, :func:`online_writes` folds the backfilled events into each
-served view of the source with the worker's own code (:class:`EntityTiles` over
-:func:`compile_view`) and returns the Redis writes in the online layout. They are
-written with offset -1, so they only seed entities the worker has not written
-yet: an entity's state in the worker's table (and so in Redis after its next
-event) does not include backfilled events, by design of the changelog.
+With ``to_online``, :func:`current_state` reads back from the log every event of
+the entities the backfill touched that a window open now can hold (backfilled and
+streamed alike), and :func:`online_writes` folds them into each served view of
+the source with the worker's own code (:class:`EntityTiles` over
+:func:`compile_view`, evicted as the worker evicts) as Redis writes in the online
+layout. Their offset (:func:`seed_offset`) is negative and grows with the time of
+the backfill: a later backfill refreshes an earlier seed, but any write of the
+worker (offsets from 0) wins. So it seeds entities the worker has not written:
+the worker's state of an entity lives in its table and changelog, which a
+backfill does not change, and its next write for that entity would replace a
+seed anyway.
 """
 
 from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.compute as pc
+import pyarrow.dataset as pds
 from pyarrow import fs
 
 from streamfs.definitions import FeatureView, Source
 from streamfs.definitions.compile import compile_view
 from streamfs.ingest import Event
 from streamfs.offline.inputs import InputFile, check, expand, required_key_and_time
+from streamfs.offline.layout import source_dir
+from streamfs.offline.location import Location
 from streamfs.offline.log import BACKFILL_PARTITION, OfflineSink
+from streamfs.offline.schema import log_schema
 from streamfs.online import OnlineWrite, online_key
 from streamfs.producer import RowProblem
 from streamfs.tiles import EntityTiles
 
-SEED_OFFSET = -1  # loses to any offset the worker writes: backfill only seeds
+SEED_BASE = -(1 << 52)  # exact in Redis' Lua numbers (doubles), below any Kafka offset
+
+
+def seed_offset(now_ms: int) -> int:
+    """The offset of a seeding write: below every offset the worker writes (so the worker's
+    state always wins), above the seeds of earlier backfills (so they are refreshed)."""
+    return SEED_BASE + now_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +106,42 @@ def write_rejects(problems: Sequence[RowProblem], path: Path) -> None:
             out.write("\n")
 
 
+def horizon_ms(view: FeatureView) -> int:
+    """How far back of now an event can still count in one of the view's windows."""
+    return max(g.horizon_ms + g.hop_ms for g in compile_view(view).layout.groups)
+
+
+def current_state(
+    root: str | Location,
+    source: Source,
+    entities: Iterable[str | int],
+    since_ms: int,
+) -> list[Event]:
+    """Every event in the log of ``source`` for ``entities`` at or after ``since_ms``."""
+    location = Location.of(root)
+    directory = source_dir(location.path, source.name)
+    if location.filesystem.get_file_info(directory).type != fs.FileType.Directory:
+        return []
+    wanted = sorted(set(entities), key=str)
+    if not wanted:
+        return []
+    dataset = pds.dataset(
+        directory,
+        schema=log_schema(source),
+        format="parquet",
+        filesystem=location.filesystem,
+        ignore_prefixes=[".", "_"],
+        exclude_invalid_files=False,
+    )
+    table = dataset.to_table(
+        filter=(pc.field("_event_time_ms") >= since_ms) & pc.field("_entity_key").isin(wanted)
+    )
+    return [
+        Event(r["_entity_key"], r["_event_time_ms"], r, r["_partition"], r["_offset"])
+        for r in table.to_pylist()
+    ]
+
+
 def online_writes(
     view: FeatureView,
     state_version: int,
@@ -98,7 +150,9 @@ def online_writes(
     namespace: str,
     evict_slack_ms: int = 60_000,
 ) -> list[OnlineWrite]:
-    """Each entity's tiles for ``view`` from ``events``, as seeding Redis writes."""
+    """Each entity's tiles for ``view`` from ``events``, as seeding Redis writes
+    (offset :func:`seed_offset` of ``now_ms``)."""
+    offset = seed_offset(now_ms)
     compiled = compile_view(view)
     by_entity: dict[str | int, EntityTiles] = {}
     for event in sorted(events, key=lambda e: e.offset):
@@ -114,7 +168,7 @@ def online_writes(
         writes.append(
             OnlineWrite(
                 online_key(view.name, state_version, entity, namespace),
-                SEED_OFFSET,
+                offset,
                 tiles.encode(),
                 tiles.last_event_time_ms,
                 view.ttl_ms,

@@ -171,7 +171,13 @@ def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
 
     from streamfs.definitions.codec import source_from_json
     from streamfs.errors import ConfigError
-    from streamfs.offline.backfill import backfill, online_writes, write_rejects
+    from streamfs.offline.backfill import (
+        backfill,
+        current_state,
+        horizon_ms,
+        online_writes,
+        write_rejects,
+    )
     from streamfs.offline.log import OfflineSink
     from streamfs.plans import served_views
     from streamfs.store import FeatureStore
@@ -181,7 +187,8 @@ def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
     if record is None:
         raise ConfigError(f"source {args.source!r} is not registered")
     source = source_from_json(record.spec)
-    done = backfill(source, args.files, OfflineSink(offline_root(args, settings)))
+    root = offline_root(args, settings)
+    done = backfill(source, args.files, OfflineSink(root))
     write_rejects(done.problems, args.rejects)
     for problem in done.problems[:20]:
         print(problem)
@@ -191,13 +198,15 @@ def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
     )
     if args.to_online and done.events:
         now = time.time_ns() // 1_000_000
+        served = [s for s in served_views(state) if s.view.source.name == source.name]
+        # The current state comes from the whole log, not this run's rows alone: events
+        # streamed or backfilled earlier count in the same windows.
+        since = now - max((horizon_ms(s.view) for s in served), default=0) - 120_000
+        events = current_state(root, source, {e.entity_key for e in done.events}, since)
         writes = [
             w
-            for served in served_views(state)
-            if served.view.source.name == source.name
-            for w in online_writes(
-                served.view, served.state_version, done.events, now, settings.namespace
-            )
+            for s in served
+            for w in online_writes(s.view, s.state_version, events, now, settings.namespace)
         ]
         changed = asyncio.run(_write_online(settings, writes))
         print(f"wrote {changed} of {len(writes)} entity states to Redis")
