@@ -74,8 +74,8 @@ def test_csv_and_parquet_bad_rows_by_file_and_row_and_online_equals_brute_force(
     settings, view = store_settings, rich_view()
     now = time.time_ns() // 1_000_000
     good = [record(i, now) for i in range(40)]
-    with (tmp_path / "a.csv").open("w", newline="") as out:
-        writer = csv.DictWriter(out, FIELDS)
+    with (tmp_path / "a.csv").open("w", newline="") as sheet:
+        writer = csv.DictWriter(sheet, FIELDS)
         writer.writeheader()
         for i, r in enumerate(good[:20]):
             if i == 4:
