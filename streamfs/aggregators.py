@@ -101,7 +101,7 @@ class Count:
         return state
 
     def encode(self, state: int) -> bytes:
-        return sc.VERSION_BYTE + sc.encode_u64(state)
+        return sc.encode_versioned_u64(state)
 
     def decode(self, data: bytes) -> int:
         count, end = sc.decode_u64(data, sc.check_version(data, "count"))
@@ -128,7 +128,7 @@ class Sum:
         return state
 
     def encode(self, state: Number) -> bytes:
-        return sc.VERSION_BYTE + sc.encode_number(state)
+        return sc.encode_versioned_number(state)
 
     def decode(self, data: bytes) -> Number:
         total, end = sc.decode_number(data, sc.check_version(data, "sum"))
@@ -159,7 +159,7 @@ class Mean:
         return state[1] / state[0] if state[0] else None
 
     def encode(self, state: MeanState) -> bytes:
-        return sc.VERSION_BYTE + sc.encode_u64(state[0]) + sc.encode_number(state[1])
+        return sc.encode_versioned_count_number(state[0], state[1])
 
     def decode(self, data: bytes) -> MeanState:
         count, offset = sc.decode_u64(data, sc.check_version(data, "mean"))
@@ -207,7 +207,7 @@ class Variance:
 
     def encode(self, state: VarState) -> bytes:
         n, mean, m2 = state
-        return sc.VERSION_BYTE + sc.encode_u64(n) + sc.encode_f64(mean) + sc.encode_f64(m2)
+        return sc.encode_versioned_u64_f64_f64(n, mean, m2)
 
     def decode(self, data: bytes) -> VarState:
         n, offset = sc.decode_u64(data, sc.check_version(data, "variance"))
@@ -238,7 +238,8 @@ class Stddev:
         return None if variance is None else math.sqrt(variance)
 
     def encode(self, state: VarState) -> bytes:
-        return self._variance.encode(state)
+        n, mean, m2 = state
+        return sc.encode_versioned_u64_f64_f64(n, mean, m2)
 
     def decode(self, data: bytes) -> VarState:
         return self._variance.decode(data)

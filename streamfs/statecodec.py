@@ -66,6 +66,44 @@ def encode_scalar(value: Scalar | None) -> bytes:
     raise TypeError(f"cannot encode a {type(value).__name__} aggregate value: {value!r}")
 
 
+# Whole versioned states in one ``pack`` (the aggregators' hot encodings; same bytes as
+# ``VERSION_BYTE`` followed by the pieces above).
+_V_U64 = struct.Struct("<BQ")
+_V_INT = struct.Struct("<Bcq")
+_V_FLOAT = struct.Struct("<Bcd")
+_V_U64_INT = struct.Struct("<BQcq")
+_V_U64_FLOAT = struct.Struct("<BQcd")
+_V_U64_F64_F64 = struct.Struct("<BQdd")
+
+
+def encode_versioned_u64(value: int) -> bytes:
+    """``VERSION_BYTE + encode_u64(value)``."""
+    return _V_U64.pack(VERSION, value)
+
+
+def encode_versioned_number(value: int | float) -> bytes:
+    """``VERSION_BYTE + encode_number(value)``."""
+    if type(value) is float:
+        return _V_FLOAT.pack(VERSION, b"f", value)
+    if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
+        return _V_INT.pack(VERSION, b"i", value)
+    return VERSION_BYTE + encode_number(value)
+
+
+def encode_versioned_count_number(count: int, value: int | float) -> bytes:
+    """``VERSION_BYTE + encode_u64(count) + encode_number(value)``."""
+    if type(value) is float:
+        return _V_U64_FLOAT.pack(VERSION, count, b"f", value)
+    if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
+        return _V_U64_INT.pack(VERSION, count, b"i", value)
+    return VERSION_BYTE + encode_u64(count) + encode_number(value)
+
+
+def encode_versioned_u64_f64_f64(count: int, a: float, b: float) -> bytes:
+    """``VERSION_BYTE + encode_u64(count) + encode_f64(a) + encode_f64(b)``."""
+    return _V_U64_F64_F64.pack(VERSION, count, a, b)
+
+
 def decode_scalar(data: bytes, offset: int) -> tuple[Scalar | None, int]:
     """The scalar at ``offset`` and the offset just after it."""
     try:

@@ -16,6 +16,7 @@ Neither is thread-safe; the worker owns each entity's store while it updates it.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -112,6 +113,7 @@ class Group:
     ordered: tuple[tuple[int, int, Callable[[Any, Any], Any]], ...]
     template: tuple[Any, ...]
     fresh: tuple[tuple[int, Callable[[], Any]], ...]
+    encoders: tuple[Callable[[Any], bytes], ...]  # per slot: its aggregator's encode
 
     def new_row(self) -> list[Any]:
         row = list(self.template)
@@ -121,6 +123,9 @@ class Group:
 
 
 _IMMUTABLE = (int, float, str, tuple, type(None))
+_I64 = struct.Struct("<q")
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +166,7 @@ class Layout:
                         for slot, (a, s) in enumerate(zip(aggregators, initials, strict=True))
                         if not isinstance(s, _IMMUTABLE)
                     ),
+                    encoders=tuple(a.encode for a in aggregators),
                 )
             )
         return cls(tuple(features), tuple(groups))
@@ -257,15 +263,15 @@ class EntityTiles:
         """
         parts = [sc.VERSION_BYTE, sc.encode_scalar(self.last_event_time_ms)]
         for group, rows, encoded in zip(self.layout.groups, self.groups, self.encoded, strict=True):
-            encoders = [self.layout.features[i].aggregator.encode for i in group.members]
-            parts.append(sc.encode_u64(len(rows)))
+            encoders = group.encoders
+            parts.append(_U64.pack(len(rows)))
             for index, row in rows.items():
                 chunk = encoded.get(index)
                 if chunk is None:
-                    row_parts = [sc.encode_i64(index)]
-                    for encode, state in zip(encoders, row, strict=True):
+                    row_parts = [_I64.pack(index)]
+                    for encode, state in zip(encoders, row):  # noqa: B905  # hot path
                         body = encode(state)
-                        row_parts.append(sc.encode_u32(len(body)))
+                        row_parts.append(_U32.pack(len(body)))
                         row_parts.append(body)
                     chunk = encoded[index] = b"".join(row_parts)
                 parts.append(chunk)
