@@ -67,6 +67,9 @@ class ViewPlan:
     ttl_ms: int
     # How far behind "now" a reader's clock may be: tiles it could still read are kept.
     evict_slack_ms: int = 60_000
+    # The view's offline snapshot schema (streamfs.offline.snapshots.SnapshotView);
+    # None: the worker writes no snapshots of it.
+    snapshot: Any = None
 
 
 @dataclass(slots=True)
@@ -75,6 +78,9 @@ class BatchResult:
     rejects: list[Reject] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     state: dict[str, bytes] = field(default_factory=dict)  # to store once the sinks accepted
+    # The tiles behind each write, by its Redis key: the offline snapshots value them
+    # without decoding. Live objects: read them before the next batch starts.
+    tiles: dict[str, EntityTiles] = field(default_factory=dict)
     skipped_replays: int = 0
 
 
@@ -161,9 +167,11 @@ class PartitionEngine:
             if len(cache) > self.cache_entities:
                 cache.popitem(last=False)
             assert tiles.last_event_time_ms is not None  # events were folded in
+            redis_key = online_key(plan.view.name, plan.view.version, entity, self.namespace)
+            result.tiles[redis_key] = tiles
             result.writes.append(
                 OnlineWrite(
-                    online_key(plan.view.name, plan.view.version, entity, self.namespace),
+                    redis_key,
                     offset,
                     body,
                     tiles.last_event_time_ms,

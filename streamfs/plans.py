@@ -55,10 +55,18 @@ def layout_of(served: ServedView) -> ViewLayout:
     return _layout(served, compile_view(served.view))
 
 
-def view_plan(served: ServedView) -> ViewPlan:
+def view_plan(served: ServedView, snapshots: bool = False) -> ViewPlan:
+    """The engine's plan of ``served``; ``snapshots``: with its offline snapshot schema,
+    so the worker appends its feature values to the offline log per batch."""
+    from streamfs.offline.snapshots import SnapshotView
+
     compiled = compile_view(served.view)
     return ViewPlan(
-        _layout(served, compiled), served.view.source, compiled.inputs, served.view.ttl_ms
+        _layout(served, compiled),
+        served.view.source,
+        compiled.inputs,
+        served.view.ttl_ms,
+        snapshot=SnapshotView.of(served.view, served.state_version) if snapshots else None,
     )
 
 

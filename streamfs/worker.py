@@ -37,7 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 import rocksdict
@@ -129,7 +129,17 @@ class SourceRuntime:
     async def _write_offline(self, result: BatchResult) -> None:
         if self.offline is not None and result.events:
             # Files are named by partition and offset range: a replay replaces its file.
-            await asyncio.to_thread(self.offline.write, self.engine.source, result.events)
+            # The snapshots read the batch's live tiles: the next batch waits for this.
+            snapshots = [p.snapshot for p in self.engine.views if p.snapshot is not None]
+            await asyncio.to_thread(
+                self.offline.write_batch,
+                self.engine.source,
+                result.events,
+                result.writes,
+                snapshots,
+                namespace=self.engine.namespace,
+                tiles=result.tiles,
+            )
 
     async def _write_online(self, result: BatchResult) -> None:
         delay = 0.1
@@ -224,8 +234,12 @@ def build_app(
     plans: Sequence[ViewPlan],
     make_engine: Callable[[Sequence[ViewPlan]], PartitionEngine],
     partitions_of: Callable[[str], int],
+    offline_sink: OfflineSink | None = None,
 ) -> tuple[faust.App, list[SourceRuntime]]:
-    """A Faust app with one agent and one state table per source of ``plans``."""
+    """A Faust app with one agent and one state table per source of ``plans``.
+
+    ``offline_sink``: where events and snapshots go; default: a sink with the default
+    roll policy at ``options.offline_root`` if that is set."""
     import redis.asyncio as redis_asyncio
 
     from streamfs.names import state_table
@@ -276,7 +290,19 @@ def build_app(
             dlq_sink = DeadLetterSink(await producer(), wall_clock_ms)
         return dlq_sink
 
-    offline_sink = OfflineSink(options.offline_root) if options.offline_root else None
+    if offline_sink is None and options.offline_root:
+        offline_sink = OfflineSink(options.offline_root)
+
+    async def close_sinks(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # The consumer has stopped: no batch is running. Merge the offline log's open
+        # files, and let the changelog/dead-letter producer finish what it holds.
+        if offline_sink is not None:
+            await asyncio.to_thread(offline_sink.flush)
+        if started is not None and started.done():
+            await started.result().stop()
+
+    app.on_before_shutdown.connect(cast(Any, close_sinks))  # mode types a union mypy cannot match
+
     by_source: dict[str, list[ViewPlan]] = {}
     for plan in plans:
         by_source.setdefault(plan.source.name, []).append(plan)

@@ -112,6 +112,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from streamfs.engine import PartitionEngine, ViewPlan
     from streamfs.ingest import Validator
     from streamfs.metrics import default_ingest_metrics
+    from streamfs.offline.log import OfflineSink
     from streamfs.plans import served_views, view_plan
     from streamfs.schemas.client import connect
     from streamfs.schemas.codec import Decoder
@@ -120,7 +121,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     bootstrap, redis_url, registry_url = _require(settings)
     store = FeatureStore(settings)
-    plans = [view_plan(s) for s in served_views(store.registry_state())]
+    snapshots = settings.offline_snapshots
+    plans = [view_plan(s, snapshots) for s in served_views(store.registry_state())]
     if not plans:
         raise ConfigError("no feature views are registered: run `streamfs apply topology/` first")
     sources = {p.source.name: p.source for p in plans}
@@ -153,13 +155,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from prometheus_client import start_http_server
 
         start_http_server(args.metrics_port, addr=args.metrics_host)
-    app, runtimes = build_app(options, plans, make_engine, lambda topic: partitions[topic])
+    offline = (
+        OfflineSink.from_settings(options.offline_root, settings) if options.offline_root else None
+    )
+    app, runtimes = build_app(
+        options, plans, make_engine, lambda topic: partitions[topic], offline_sink=offline
+    )
 
     @app.timer(args.refresh)  # type: ignore[untyped-decorator]  # faust ships no types
     async def refresh_views() -> None:
         # The registry read blocks on Kafka; keep it off the event loop.
         state = await asyncio.to_thread(store.registry_state)
-        fresh = [view_plan(s) for s in served_views(state)]
+        fresh = [view_plan(s, snapshots) for s in served_views(state)]
         by_source: dict[str, list[ViewPlan]] = {}
         for plan in fresh:
             by_source.setdefault(plan.source.name, []).append(plan)

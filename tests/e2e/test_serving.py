@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.dataset as ds
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -153,6 +154,21 @@ async def test_online_equals_offline_after_late_and_out_of_order_events(
     late = [dict(e, created_at=e["created_at"] - 3 * 86_400_000) for e in events[-20:]]
     assert deployment.store.push("purchases", late) == len(late)
     await wait_until(online_exact, 30, "late events to pass without changing anything")
+
+    # The worker's feature snapshots: every user's newest row holds the values its
+    # last batch gave Redis, i.e. all of its (in-time) events valued at the write time.
+    snapshots = ds.dataset(
+        tmp_path / "offline" / "v1" / f"view={VIEW}", format="parquet", partitioning="hive"
+    ).to_table()
+    newest: dict[str, dict[str, Any]] = {}
+    for row in snapshots.to_pylist():
+        seen = newest.get(row["_entity_key"])
+        if seen is None or row["_write_time_ms"] > seen["_write_time_ms"]:
+            newest[row["_entity_key"]] = row
+    assert sorted(newest) == users
+    for user, row in newest.items():
+        values = {name: row[name] for name in NAMES}
+        assert_close(values, _expected(events, user, row["_write_time_ms"]))
 
     check = await asyncio.to_thread(
         subprocess.run,
