@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -103,6 +103,7 @@ class PartitionEngine:
         clock: Callable[[], int],
         namespace: str = DEFAULT_NAMESPACE,
         cache_entities: int = 50_000,
+        seeds: Callable[[Sequence[str]], Awaitable[Sequence[bytes | None]]] | None = None,
     ) -> None:
         self.source = source
         self.views = list(views)
@@ -110,6 +111,9 @@ class PartitionEngine:
         self.clock = clock
         self.namespace = namespace
         self.cache_entities = cache_entities
+        # Online keys -> the tiles a backfill seeded there (None: no seed), for entities
+        # without state: their history starts from the seed (``streamfs backfill``).
+        self.seeds = seeds
         # state key -> (offset prefix of the stored value it equals, decoded tiles)
         self._cache: OrderedDict[str, tuple[bytes, EntityTiles]] = OrderedDict()
 
@@ -146,12 +150,19 @@ class PartitionEngine:
         # One multi-get for every (view, entity) the batch touches.
         work = [(plan, entity) for plan in self.views for entity in by_entity]
         keys = [state_key(plan.view, entity) for plan, entity in work]
-        for (plan, entity), key, raw in zip(work, keys, store.get_many(keys), strict=True):
+        raws = store.get_many(keys)
+        seeded = await self._seeds(work, raws)
+        for (plan, entity), key, raw in zip(work, keys, raws, strict=True):
             events = by_entity[entity]
             inputs = plan.inputs
             cached = cache.pop(key, None)
             if raw is None:
-                tiles = EntityTiles(plan.view.layout)
+                seed = seeded.get(key)
+                tiles = (
+                    EntityTiles(plan.view.layout)
+                    if seed is None
+                    else EntityTiles.decode(plan.view.layout, seed)
+                )
             elif cached is not None and raw[: _OFFSET.size] == cached[0]:
                 tiles = cached[1]
             else:
@@ -179,3 +190,21 @@ class PartitionEngine:
                 )
             )
         return result
+
+    async def _seeds(
+        self, work: Sequence[tuple[ViewPlan, str | int]], raws: Sequence[bytes | None]
+    ) -> dict[str, bytes]:
+        """The seeded tiles of the (view, entity) pairs that have no state, by state key."""
+        if self.seeds is None:
+            return {}
+        missing = [pair for pair, raw in zip(work, raws, strict=True) if raw is None]
+        if not missing:
+            return {}
+        found = await self.seeds(
+            [online_key(p.view.name, p.view.version, e, self.namespace) for p, e in missing]
+        )
+        return {
+            state_key(plan.view, entity): body
+            for (plan, entity), body in zip(missing, found, strict=True)
+            if body is not None
+        }

@@ -37,7 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import faust
 import rocksdict
@@ -52,6 +52,7 @@ from streamfs.offline.log import OfflineSink
 from streamfs.online import OnlineWriter
 
 log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
 
 # RocksDB's defaults (2 GiB block cache, 3 x 64 MiB write buffers) are per partition;
 # a worker owns many partitions, so each gets a few MiB.
@@ -87,6 +88,7 @@ class SourceRuntime:
         table_io: TableIO,
         dlq: Callable[[], Awaitable[DeadLetterSink]],
         online: OnlineWriter,
+        redis: Any,
         options: WorkerOptions,
         offline: OfflineSink | None = None,
     ) -> None:
@@ -94,8 +96,11 @@ class SourceRuntime:
         self.table_io = table_io
         self._dlq = dlq
         self.online = online
+        self.redis = redis  # redis.asyncio.Redis, the one ``online`` writes with
         self.offline = offline
         self.options = options
+        if engine.seeds is None:  # entities without state start from a backfill's seed
+            engine.seeds = self.read_seeds
         self.processed = 0
 
     async def process(self, events: Sequence[Any]) -> BatchResult:
@@ -142,11 +147,32 @@ class SourceRuntime:
             )
 
     async def _write_online(self, result: BatchResult) -> None:
+        await self._redis(self.online.write, result.writes)
+
+    async def read_seeds(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The engine's seed reader: backfilled tiles of entities it has no state for."""
+        return await self._redis(self._read_seeds, keys)
+
+    async def _read_seeds(self, keys: Sequence[str]) -> list[bytes | None]:
+        # Seeds are hashes of the online layout whose offset is negative (see
+        # streamfs.offline.backfill.seed_offset). One pipelined round trip.
+        if not keys:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(key, "o", "t")
+        return [
+            tiles if offset is not None and int(offset) < 0 else None
+            for offset, tiles in await pipe.execute()
+        ]
+
+    async def _redis(self, call: Callable[[Any], Awaitable[_T]], arg: Any) -> _T:
+        """``await call(arg)``, retried with backoff while Redis is away (nothing of the
+        batch is acknowledged meanwhile)."""
         delay = 0.1
         while True:
             try:
-                await self.online.write(result.writes)
-                return
+                return await call(arg)
             except (ConnectionError, OSError, TimeoutError) as exc:
                 self._log_redis_retry(exc, delay)
             except Exception as exc:
@@ -317,7 +343,13 @@ def build_app(
             options=dict(ROCKSDB_OPTIONS),
         )
         runtime = SourceRuntime(
-            make_engine(source_plans), TableIO(table, producer), dlq, online, options, offline_sink
+            make_engine(source_plans),
+            TableIO(table, producer),
+            dlq,
+            online,
+            redis_client,
+            options,
+            offline_sink,
         )
         runtimes.append(runtime)
         topic = app.topic(

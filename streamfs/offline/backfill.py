@@ -21,8 +21,9 @@ layout. Their offset (:func:`seed_offset`) is negative and grows with the time o
 the backfill: a later backfill refreshes an earlier seed, but any write of the
 worker (offsets from 0) wins. So it seeds entities the worker has not written:
 the worker's state of an entity lives in its table and changelog, which a
-backfill does not change, and its next write for that entity would replace a
-seed anyway.
+backfill does not change. The worker starts an entity it has no state for from
+its seed (:class:`streamfs.engine.PartitionEngine` ``seeds``), so the history
+stays in the windows as the entity's new events stream in.
 """
 
 from __future__ import annotations

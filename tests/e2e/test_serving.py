@@ -7,6 +7,7 @@ value change live."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -182,6 +183,49 @@ async def test_online_equals_offline_after_late_and_out_of_order_events(
     )  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"checked {len(users)} entities of view {VIEW!r}: 0 mismatches" in check.stdout
+
+
+async def test_a_backfilled_entity_keeps_its_history_when_new_events_stream_in(
+    services: Services,
+    deployment: Deployment,
+    worker: Callable[[], subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    """``backfill --to-online`` seeds Redis; the worker, which has no state for those
+    entities, starts them from the seed instead of from nothing."""
+    kafka = deployment.settings.kafka_bootstrap or ""
+    await create_topic(kafka, deployment.topic, 2)
+    events = make_events(300, users=6, seed=29)
+    history, streamed = events[:240], events[240:]
+    (tmp_path / "history.jsonl").write_text("".join(json.dumps(e) + "\n" for e in history))
+    backfill = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "streamfs.cli", "backfill", "--source", "purchases",
+         "--from", str(tmp_path / "history.jsonl"), "--to-online",
+         "--offline-root", str(tmp_path / "offline")],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        env=services.env() | {
+            ENV_PREFIX + "REGISTRY_TOPIC": deployment.settings.registry_topic,
+            ENV_PREFIX + "NAMESPACE": deployment.namespace,
+        },
+    )  # fmt: skip
+    assert backfill.returncode == 0, backfill.stdout + backfill.stderr
+    worker()
+    assert deployment.store.push("purchases", streamed) == len(streamed)
+    users = sorted({e["user_id"] for e in streamed})
+
+    def history_kept() -> bool:
+        at = time.time_ns() // 1_000_000
+        rows = deployment.store.get_online_features(users, NAMES, at_ms=at)
+        assert isinstance(rows, list)
+        try:
+            for user, row in zip(users, rows, strict=True):
+                assert_close(row.values, _expected(events, user, at))
+        except AssertionError:
+            return False
+        return True
+
+    await wait_until(history_kept, 60, "online values over the backfill and the stream")
 
 
 def _expected(events: list[dict[str, Any]], user: str, at_ms: int) -> dict[str, Any]:
