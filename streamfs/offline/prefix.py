@@ -1,154 +1,212 @@
-"""Prefix sums for the invertible functions (count, sum, mean, variance, stddev) and last.
+"""Sawtooth windows as index ranges over sorted events, and prefix sums over them.
 
-A window ``[start, t]`` of an invertible aggregate is the running total through
-``t`` minus the running total before ``start``. So instead of a window function
-evaluated at every event and query row (:mod:`streamfs.offline.sql`), these
-features take one sorted pass of running totals over the events together with
-probe rows (one at each ``t`` and one just before each distinct window start):
-several times faster at millions of rows. ``last`` rides along: the running last
-value (by ``(event_time, offset)``) through ``t`` is the window's if its time is
-not before ``start``. Features sharing a running total (every count of one
-filter, a sum and a mean of one input) share its column.
+Events sorted by ``(entity, event_time, offset)`` get one int64 key each,
+``entity * span + rank(event_time)``, so one ``np.searchsorted`` finds, for every
+query point at once, where an entity's events at or after a time start
+(``side="left"``) or where those through a time end (``side="right"``). The
+window ``floor((t - W) / h) * h <= event_time <= t`` (DESIGN §3) of a query is
+then the index range ``[lo, hi)``: its count is ``hi - lo``, its last event
+``hi - 1``, its first ``lo``, and any invertible aggregate a difference of prefix
+sums, ``P[hi] - P[lo]``. Query points are searched in sorted order, where
+``np.searchsorted`` walks forward instead of jumping about (ten times faster).
 
-Exactness: counts and integer sums are exact. Float sums and means are prefix
-differences: rounding relative to the running total, about 1e-16 times
-(events in the entity's history / events in the window). Variance uses sums of
-squares of each value's deviation from the input's mean over all the queried
-events, so the spread, not the magnitude, sets the scale (values around 1e9 with
-a spread of 1 keep their digits, as long as entities do not differ by orders of
-magnitude); it agrees with Welford online to about 1e-9 relative, not to the
-last bit.
+Exactness: counts and integer sums are exact (int64). Float sums are taken
+around a per-entity reference, each value minus its entity's mean, so the running
+total returns to about zero at every entity boundary and a window's rounding is
+relative to its own entity's values, not to every event before it; the window
+sum is the centred difference plus ``n * mean``. Sums of squares for the
+variance are centred the same way. NaN and infinities are counted apart and
+give the IEEE result (NaN, or an infinity of one sign), never spreading into
+other windows.
 
-Pure: builds strings.
+Pure: numpy only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, TypeVar
 
-# SQL is assembled from definitions' own SQL readings and fixed text, never from
-# data values: hence the S608 waivers.
-INVERTIBLE = frozenset({"count", "sum", "mean", "variance", "stddev", "last"})
+import numpy as np
+from numpy.typing import NDArray
+
+Side = Literal["left", "right"]
+I64 = NDArray[np.int64]
+F64 = NDArray[np.float64]
+Number = TypeVar("Number", bound=np.generic)
+_KEY_LIMIT = 2**62  # entity * span + rank stays below this: no int64 overflow anywhere
+
+
+def window_start(t: I64, window_ms: int, hop_ms: int) -> I64:
+    """``floor((t - W) / h) * h``: the sawtooth tail (numpy's ``//`` floors)."""
+    return ((t - window_ms) // hop_ms) * hop_ms
 
 
 @dataclass(frozen=True, slots=True)
-class PrefixFeature:
-    """One invertible feature: its input and filter as SQL, window and output type."""
+class Timeline:
+    """Sorted events as keys ``entity * span + rank``: see the module doc.
 
-    name: str
-    function: str
-    value: str
-    keep: str
-    window_ms: int
-    hop_ms: int
-    sql_type: str
-
-
-def start_sql(t: str, window_ms: int, hop_ms: int) -> str:
-    """``floor((t - W) / h) * h`` in integer arithmetic."""
-    x = f"({t} - {window_ms})"
-    return f"({x} - ((({x} % {hop_ms}) + {hop_ms}) % {hop_ms}))"
-
-
-class _Columns:
-    """Running aggregates by their SQL text, so features sharing one get one column."""
-
-    def __init__(self) -> None:
-        self.running: dict[str, str] = {}  # running aggregate -> column
-        self.refs: dict[str, str] = {}  # per-entity reference expression -> column
-        self.read: dict[tuple[str, str], str] = {}  # (probe, column) -> pivoted column
-
-    def add(self, expression: str) -> str:
-        column = self.running.get(expression)
-        if column is None:
-            column = self.running[expression] = f"x{len(self.running)}"
-        return column
-
-    def ref(self, expression: str) -> str:
-        column = self.refs.get(expression)
-        if column is None:
-            column = self.refs[expression] = f"r{len(self.refs)}"
-        return column
-
-    def at(self, probe: str, column: str) -> str:
-        """``column`` read at ``probe``: ``a`` through ``t``, ``b{i}`` before window start i."""
-        return self.read.setdefault((probe, column), f"{probe}_{column}")
-
-
-def prefix_statements(
-    features: Sequence[PrefixFeature], events: str, queries: str, out: str
-) -> list[str]:
-    """SQL statements leaving ``out(_k, _t, feature...)`` for every row of ``queries``.
-
-    ``events`` has ``_k``, ``_ts``, ``_off`` and the source's columns; ``queries`` the
-    distinct ``(_k, _t)``.
-
-    One window pass: each query point becomes probes (at ``t``, and at one before each
-    distinct window start) unioned with the events and sorted after the events of
-    their own timestamp, so a running aggregate read at a probe covers the events
-    through it. One sort instead of a group-by, a running pass and an ASOF join per
-    probe; the probes are then pivoted back to one row per query point.
+    ``rank`` is ``time - origin + 1`` (1 .. span - 2) or, when entities times
+    milliseconds would not fit in an int64, the rank of the time among the
+    distinct event times (``times``). Rank 0 and ``span - 1`` are free for
+    queries before and after every event of an entity.
     """
-    cols = _Columns()
-    specs = sorted({(f.window_ms, f.hop_ms) for f in features})
-    values = []
-    for f in features:
-        v, kept = f"({f.value})", f"({f.keep})"
-        keep = f"_q = 0 AND {kept}"  # probes count nothing
-        i = specs.index((f.window_ms, f.hop_ms))
-        b = f"b{i}"
 
-        def diff(c: str, b: str = b) -> str:
-            return f"(coalesce({cols.at('a', c)}, 0) - coalesce({cols.at(b, c)}, 0))"
+    keys: I64
+    span: int
+    origin: int
+    times: I64 | None = None  # the distinct event times, when ranks are compressed
 
-        if f.function == "last":
-            present = f"CASE WHEN {keep} AND {v} IS NOT NULL"
-            at = cols.at("a", cols.add(f"max({present} THEN _ts END)"))
-            last = cols.at("a", cols.add(f"last_value({present} THEN {v} END IGNORE NULLS)"))
-            before = f"({start_sql('_t', f.window_ms, f.hop_ms)} - 1)"
-            value = f"(CASE WHEN {at} > {before} THEN {last} END)"
-            values.append(f'CAST({value} AS {f.sql_type}) AS "{f.name}"')
-            continue
-        n = diff(cols.add(f"count(CASE WHEN {keep} THEN {v} END)"))
-        if f.function == "count":
-            value = n
-        elif f.function == "sum":
-            value = diff(cols.add(f"sum(CASE WHEN {keep} THEN {v} END)"))
-        elif f.function == "mean":
-            total = diff(cols.add(f"sum(CASE WHEN {keep} THEN {v} END)"))
-            value = f"(CASE WHEN {n} > 0 THEN CAST({total} AS DOUBLE) / {n} END)"
+    @staticmethod
+    def build(entities: I64, times: I64, n_entities: int, key_limit: int = _KEY_LIMIT) -> Timeline:
+        """The timeline of events sorted by ``(entities, times)``."""
+        if len(times) == 0:
+            return Timeline(np.zeros(0, np.int64), 2, 0)
+        origin, last = int(times.min()), int(times.max())
+        span = last - origin + 3
+        if (n_entities + 1) * span < key_limit:
+            return Timeline(entities * span + (times - (origin - 1)), span, origin)
+        distinct = np.unique(times)
+        span = len(distinct) + 2
+        ranks = np.searchsorted(distinct, times) + 1
+        return Timeline(entities * span + ranks, span, origin, distinct)
+
+    def probe(self, entities: I64, times: I64, side: Side) -> I64:
+        """Keys to search with ``side``: before (left) or after (right) ``times``' events."""
+        if self.times is None:
+            ranks = np.clip(times - (self.origin - 1), 0, self.span - 1)
+        elif side == "left":
+            ranks = np.searchsorted(self.times, times, "left") + 1
         else:
-            r = cols.ref(f"(SELECT avg(CAST({v} AS DOUBLE)) FILTER (WHERE {kept}) FROM {events})")  # noqa: S608
-            d = diff(cols.add(f"sum(CASE WHEN {keep} THEN {v} - {r} END)"))
-            q = diff(cols.add(f"sum(CASE WHEN {keep} THEN ({v} - {r}) * ({v} - {r}) END)"))
-            var = f"(CASE WHEN {n} > 0 THEN greatest(({q} - {d} * {d} / {n}) / {n}, 0) END)"
-            value = var if f.function == "variance" else f"sqrt({var})"
-        values.append(f'CAST({value} AS {f.sql_type}) AS "{f.name}"')
-    refs = "".join(f", {expression} AS {column}" for expression, column in cols.refs.items())
-    # The reference means are scalar subqueries: computed once, not per row.
-    # Events sort by offset within a timestamp, probes after them (_o null): one sort
-    # key fewer than ordering by (_ts, _q, _off).
-    frame = "OVER (PARTITION BY _k ORDER BY _ts, _o NULLS LAST ROWS UNBOUNDED PRECEDING)"
-    running = ", ".join(f"{expression} {frame} AS {c}" for expression, c in cols.running.items())
-    probes = [f"SELECT _k, _t AS _ts, _t, 0 AS _p FROM {queries}"]  # noqa: S608
-    probes += [
-        f"SELECT _k, {start_sql('_t', w, h)} - 1, _t, {i + 1} FROM {queries}"  # noqa: S608
-        for i, (w, h) in enumerate(specs)
-    ]
-    union = (
-        f"SELECT *{refs}, coalesce(_off, -1) AS _o, NULL::BIGINT AS _t, NULL::INTEGER AS _p,"  # noqa: S608
-        f" 0 AS _q FROM {events} UNION ALL BY NAME"
-        f" SELECT *, NULL::BIGINT AS _o, 1 AS _q FROM ({' UNION ALL '.join(probes)})"
-    )
-    probe_index = {"a": 0} | {f"b{i}": i + 1 for i in range(len(specs))}
-    pivot = ", ".join(
-        f"any_value({c}) FILTER (WHERE _p = {probe_index[probe]}) AS {name}"
-        for (probe, c), name in cols.read.items()
-    )
-    return [
-        f"CREATE TEMP TABLE {out}_c AS SELECT _k, _t, _p, {running} FROM ({union})"  # noqa: S608
-        " QUALIFY _q = 1",
-        f"CREATE TEMP TABLE {out} AS SELECT _k, _t, {', '.join(values)}"  # noqa: S608
-        f" FROM (SELECT _k, _t, {pivot} FROM {out}_c GROUP BY _k, _t)",
-    ]
+            ranks = np.searchsorted(self.times, times, "right")
+        return entities * self.span + ranks
+
+    def find(self, entities: I64, times: I64, side: Side, valid: NDArray[np.bool_]) -> I64:
+        """Per query: the index of its entity's first event at/after ``times`` (left) or
+        past its events through ``times`` (right); invalid queries get 0 (empty ranges)."""
+        keys = self.probe(entities, times, side)
+        keys[~valid] = 0  # rank 0 of entity 0: before every event
+        return np.searchsorted(self.keys, keys, side).astype(np.int64)
+
+    def subset(self, mask: NDArray[np.bool_]) -> Timeline:
+        """The timeline of the events where ``mask`` holds (same ranks, same probes)."""
+        return Timeline(self.keys[mask], self.span, self.origin, self.times)
+
+    def entities(self) -> I64:
+        return self.keys // self.span
+
+
+def prefix(values: NDArray[Number]) -> NDArray[Number]:
+    """``P`` with ``P[i]`` the sum of ``values[:i]`` (so ``P[hi] - P[lo]`` sums a range)."""
+    out = np.zeros(len(values) + 1, values.dtype)
+    np.cumsum(values, out=out[1:])
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Runs:
+    """The runs of one entity in events sorted by entity: where each starts, its length."""
+
+    starts: I64
+    lengths: I64
+    entities: I64  # the entity of each run
+
+    @staticmethod
+    def of(entities: I64) -> Runs:
+        if len(entities) == 0:
+            empty = np.zeros(0, np.int64)
+            return Runs(empty, empty, empty)
+        starts = np.flatnonzero(np.diff(entities, prepend=entities[0] - 1))
+        lengths = np.diff(starts, append=len(entities))
+        return Runs(starts, lengths, entities[starts])
+
+    def means(self, values: F64, counts: I64 | None = None) -> F64:
+        """Each run's mean of ``values`` (``counts``: how many of each run count, if not all)."""
+        if len(self.starts) == 0:
+            return np.zeros(0, np.float64)
+        totals = np.add.reduceat(values, self.starts)
+        means: F64 = totals / np.maximum(self.lengths if counts is None else counts, 1)
+        return means
+
+
+@dataclass(frozen=True, slots=True)
+class FloatSums:
+    """Window sums of float values, centred on each entity's mean (module doc)."""
+
+    centred: F64  # prefix sums of value - its entity's mean (0 for nan and infinities)
+    mean: F64  # by entity id
+    finite: I64 | None  # prefix count of finite values (None: all are)
+    specials: tuple[I64, I64, I64] | None  # prefix counts of nan, +inf, -inf (None: none)
+
+    @staticmethod
+    def build(values: F64, runs: Runs, n_entities: int) -> tuple[FloatSums, F64]:
+        """The sums, and each value's deviation from its entity's mean (nan/inf kept)."""
+        ok = np.isfinite(values)
+        finite = specials = counts = None
+        clean = values
+        if not ok.all():
+            specials = (
+                prefix(np.isnan(values).astype(np.int64)),
+                prefix((values == np.inf).astype(np.int64)),
+                prefix((values == -np.inf).astype(np.int64)),
+            )
+            finite = prefix(ok.astype(np.int64))
+            clean = np.where(ok, values, 0.0)
+            counts = np.add.reduceat(ok.astype(np.int64), runs.starts) if len(ok) else None
+        run_means = runs.means(clean, counts)
+        deviation = values - np.repeat(run_means, runs.lengths)
+        mean = np.zeros(n_entities, np.float64)
+        mean[runs.entities] = run_means
+        centred = deviation if finite is None else np.where(ok, deviation, 0.0)
+        return FloatSums(prefix(centred), mean, finite, specials), deviation
+
+    def sum(self, lo: I64, hi: I64, entities: I64) -> F64:
+        """Per query range ``[lo, hi)`` of an entity: the sum (IEEE rules for nan/inf)."""
+        n = hi - lo if self.finite is None else self.finite[hi] - self.finite[lo]
+        total: F64 = (self.centred[hi] - self.centred[lo]) + n * self.mean[entities]
+        if self.specials is not None:
+            nan, pos, neg = (s[hi] - s[lo] for s in self.specials)
+            total[pos > 0] = np.inf
+            total[neg > 0] = -np.inf
+            total[(nan > 0) | ((pos > 0) & (neg > 0))] = np.nan
+        return total
+
+    def poisoned(self, lo: I64, hi: I64) -> NDArray[np.bool_]:
+        """Ranges holding a nan or an infinity."""
+        if self.finite is None:
+            return np.zeros(len(lo), np.bool_)
+        return (self.finite[hi] - self.finite[lo]) < (hi - lo)
+
+
+def changes(values: F64) -> I64:
+    """Prefix counts of ``values[i + 1] != values[i]``: a range ``[lo, hi)`` holds one
+    value repeated exactly when ``C[hi - 1] - C[lo]`` is 0. One entry per value, and
+    one more (so any range end indexes it)."""
+    n = len(values)
+    steps = np.zeros(n + 1, np.int64)
+    if n > 1:
+        np.cumsum(values[1:] != values[:-1], out=steps[1:n])
+        steps[n] = steps[n - 1]
+    return steps
+
+
+def pop_var(
+    sums: FloatSums, squares: FloatSums, steps: I64, lo: I64, hi: I64, entities: I64
+) -> F64:
+    """Population variance per range ``[lo, hi)``: ``(Q - D^2 / n) / n``.
+
+    ``sums`` are of the values (centred: so ``D`` sums deviations ``d`` from the
+    entity's mean), ``squares`` of the ``d^2`` (the deviations :meth:`FloatSums.build`
+    returns), ``steps`` the values' :func:`changes`. A range of one repeated value is
+    exactly 0, as Welford's is (the subtraction would leave rounding, which a square
+    root magnifies); nan when empty or when a nan or infinity is in the range.
+    """
+    n = hi - lo
+    d = sums.centred[hi] - sums.centred[lo]
+    q = squares.sum(lo, hi, entities)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out: F64 = np.maximum((q - d * d / n) / n, 0.0)
+    last = np.maximum(hi - 1, lo)
+    out[steps[last] == steps[lo]] = 0.0
+    out[(n == 0) | sums.poisoned(lo, hi)] = np.nan
+    return out

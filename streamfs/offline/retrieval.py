@@ -5,11 +5,15 @@ feature is its aggregation over the entity's events with
 ``floor((t - W) / h) * h <= event_time <= t`` (DESIGN §3), the value the online
 engine serves at ``t`` for the same events. The SQL is :mod:`streamfs.offline.sql`.
 
-How it runs, per view: the distinct ``(entity, t)`` query points and the view's
-source events (only those entities, nothing after the latest ``t``) are unioned
-and every aggregate is a window function over that union (one sort per entity
-partition, shared by all windows); the query points' rows are kept and joined
-back to ``entity_df`` by ``(entity, t)``, so duplicates and input order survive.
+How it runs, per view: the entity keys of ``entity_df`` get dense integer ids;
+DuckDB reads the view's source log (only those entities, nothing after the latest
+``t``), evaluates each feature's input and filter per event and sorts the events by
+``(entity, event_time, offset)``; numpy then answers every window of every row at
+once from index ranges of the sorted events (:mod:`streamfs.offline.vector`), in
+input order, duplicates and all. Functions that no index range answers
+(count_distinct, percentiles, min/max of strings) are window functions over the
+events unioned with the distinct ``(entity, t)`` points (:mod:`streamfs.offline.sql`),
+joined back by ``(entity, t)``; derived features are SQL over the row's features.
 
 ``entity_df`` may be a pyarrow Table or a pandas DataFrame; the result is the same
 type: the input columns plus one column per requested feature, named as
@@ -23,24 +27,26 @@ from collections.abc import Sequence
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pds
 import structlog
+from numpy.typing import NDArray
 from pyarrow import fs
 
 from streamfs.definitions import FeatureView
 from streamfs.definitions.compile import compile_view
 from streamfs.offline.layout import source_dir
-from streamfs.offline.prefix import prefix_statements
 from streamfs.offline.schema import log_schema
-from streamfs.offline.sql import OfflineQueryError, quote, view_query
+from streamfs.offline.sql import OfflineQueryError, ViewQuery, quote, view_query
 from streamfs.offline.storage import resolve_root
+from streamfs.offline.vector import EventPlan, compute
 from streamfs.online import ViewLayout, resolve_features
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_TIMESTAMP_COLUMN = "event_timestamp"
-_ROW = "__streamfs_row"
 # SQL here is assembled from definitions (names quoted by ``quote``, literals by
 # ``sql_literal``) and fixed text, never from data values: hence the S608 waivers.
 
@@ -55,20 +61,39 @@ def _as_arrow(entity_df: Any) -> tuple[pa.Table, bool]:
     )
 
 
-def _time_sql(table: pa.Table, column: str) -> str:
+_MS_PER_UNIT = {"s": 1000, "ms": 1, "us": 0.001, "ns": 0.000_001}
+
+
+def _query_times(table: pa.Table, column: str) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+    """Each row's timestamp in epoch ms (floored), and where it is not null.
+
+    Timestamps count from the epoch in UTC whatever their zone (the zone is only how
+    they print); dates are their midnight UTC.
+    """
     if column not in table.column_names:
         raise OfflineQueryError(
             f"entity_df has no timestamp column {column!r}"
             f" (columns: {', '.join(table.column_names)})"
         )
-    kind = table.schema.field(column).type
-    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
-        return f"epoch_ms(CAST(e.{quote(column)} AS TIMESTAMP))"
-    if pa.types.is_integer(kind):
-        return f"CAST(e.{quote(column)} AS BIGINT)"
-    raise OfflineQueryError(
-        f"entity_df timestamp column {column!r} is {kind}; use timestamps or epoch-ms integers"
-    )
+    values = table.column(column)
+    kind = values.type
+    if pa.types.is_timestamp(kind):
+        raw = _filled(values.cast(pa.int64()))
+        factor = _MS_PER_UNIT[kind.unit]
+        times = raw * int(factor) if factor >= 1 else raw // round(1 / factor)
+    elif pa.types.is_date32(kind):
+        times = _filled(values.cast(pa.int32()).cast(pa.int64())) * 86_400_000
+    elif pa.types.is_date64(kind) or pa.types.is_integer(kind):
+        times = _filled(values.cast(pa.int64()))
+    else:
+        raise OfflineQueryError(
+            f"entity_df timestamp column {column!r} is {kind}; use timestamps or epoch-ms integers"
+        )
+    return times, np.asarray(pc.is_valid(values).to_numpy(zero_copy_only=False), np.bool_)
+
+
+def _filled(values: pa.ChunkedArray) -> NDArray[np.int64]:
+    return np.asarray(pc.fill_null(values, 0).to_numpy(), np.int64)
 
 
 _DUCKDB_TYPES = {
@@ -165,51 +190,25 @@ def get_historical_features(
     :meth:`streamfs.store.FeatureStore.get_historical_features`); ``root`` the
     offline log root. Unknown feature names raise
     :class:`~streamfs.online.UnknownFeatureError` naming them. ``prefix=False``
-    computes every feature as a window function (slower; for cross-checks).
+    computes every feature as a SQL window function (slower; for cross-checks).
     """
     table, was_pandas = _as_arrow(entity_df)
     wanted = resolve(views, features)
     by_name = {view.name: view for view in views}
-    time_sql = _time_sql(table, timestamp_column)
-    table = table.append_column(_ROW, pa.array(range(table.num_rows), pa.int64()))
+    times, time_ok = _query_times(table, timestamp_column)
+    result = table
     con = duckdb.connect()
     try:
         if threads is not None:
             con.execute(f"SET threads = {int(threads)}")
         if memory_limit is not None:
             con.execute(f"SET memory_limit = '{memory_limit}'")
-        con.execute("SET preserve_insertion_order = false")
-        con.register("entity_df", table)
-        joins: list[str] = []
-        columns: list[str] = []
         for i, (view_name, names) in enumerate(wanted.items()):
             view = by_name[view_name]
-            key = view.entity.join_keys[0]
-            if key not in table.column_names:
-                raise OfflineQueryError(
-                    f"entity_df has no column {key!r}, the join key of entity"
-                    f" {view.entity.name!r} (view {view.name!r})"
-                )
-            key_type = "VARCHAR" if view.entity.key_type == "string" else "BIGINT"
-            key_sql = f"CAST(e.{quote(key)} AS {key_type})"
-            _register_events(con, f"ev{i}", root, view)
-            con.execute(
-                f"CREATE TEMP TABLE q{i} AS SELECT DISTINCT {key_sql} AS _k, {time_sql} AS _t"  # noqa: S608
-                " FROM entity_df e"
-            )
-            for statement in _view_statements(view, names, i, prefix):
-                con.execute(statement)
-            joins.append(
-                f"LEFT JOIN r{i} ON r{i}._k IS NOT DISTINCT FROM {key_sql}"
-                f" AND r{i}._t IS NOT DISTINCT FROM {time_sql}"
-            )
-            columns += [
-                f"r{i}.{quote(n)} AS {quote(f)}" for n, f in _requested(features, view, names)
-            ]
-        select = ", ".join([f"e.* EXCLUDE ({quote(_ROW)})", *columns])
-        sql = f"SELECT {select} FROM entity_df e {' '.join(joins)} ORDER BY e.{quote(_ROW)}"  # noqa: S608
-        con.execute("SET preserve_insertion_order = true")
-        result = con.sql(sql).to_arrow_table()
+            query = view_query(view, names, prefix)
+            columns = _view_columns(con, i, table, (times, time_ok), view, query, root)
+            for name, requested in _requested(features, view, names):
+                result = result.append_column(requested, columns[name])
     finally:
         con.close()
     log.info("historical_features", rows=result.num_rows, features=len(features))
@@ -228,40 +227,104 @@ def _requested(
     return out
 
 
-def _view_statements(view: FeatureView, names: Sequence[str], i: int, prefix: bool) -> list[str]:
-    """Statements leaving ``r{i}(_k, _t, names...)`` for every distinct query point ``q{i}``."""
-    query = view_query(view, names, prefix)
-    read = "".join(f"{quote(c)}, " for c in sorted(query.columns))
-    # Entities get dense integer ids: sorting, grouping and joining ints beats strings.
-    statements = [
-        f"CREATE TEMP TABLE k{i} AS SELECT _k AS _key, CAST(row_number() OVER () AS INTEGER)"  # noqa: S608
-        f" AS _k FROM (SELECT DISTINCT _k FROM q{i})",
-        f"CREATE TEMP TABLE n{i} AS SELECT k._k, q._t FROM q{i} q JOIN k{i} k"  # noqa: S608
-        " ON q._k IS NOT DISTINCT FROM k._key",
-        f"CREATE TEMP TABLE e{i} AS SELECT {read}k._k, _event_time_ms AS _ts,"  # noqa: S608
-        f" _offset AS _off FROM ev{i} JOIN k{i} k ON _entity_key = k._key"
-        f" WHERE _event_time_ms <= (SELECT max(_t) FROM q{i})",
-    ]
-    parts = []
-    if query.prefix:
-        statements += prefix_statements(query.prefix, f"e{i}", f"n{i}", f"p{i}")
-        parts.append(f"p{i}")
-    if query.aggregates:
-        aggregates = ", ".join(f"{expr} AS {quote(name)}" for name, expr in query.aggregates)
-        windows = ", ".join(f"{name} AS ({spec})" for name, spec in query.windows)
-        union = (
-            f"SELECT _k, _t AS _ts, 1 AS _q FROM n{i} UNION ALL BY NAME SELECT *, 0 AS _q FROM e{i}"  # noqa: S608
+def _entity_ids(table: pa.Table, view: FeatureView) -> tuple[NDArray[np.int64], pa.Array]:
+    """Each row's dense entity id (-1 for a null key) and the keys by id."""
+    key = view.entity.join_keys[0]
+    if key not in table.column_names:
+        raise OfflineQueryError(
+            f"entity_df has no column {key!r}, the join key of entity"
+            f" {view.entity.name!r} (view {view.name!r})"
         )
-        statements.append(
-            f"CREATE TEMP TABLE w{i} AS SELECT _k, _ts AS _t, {aggregates} FROM ({union})"  # noqa: S608
-            f" WINDOW {windows} QUALIFY _q = 1"
-        )
-        parts.append(f"w{i}")
-    joins = " ".join(f"LEFT JOIN {part} USING (_k, _t)" for part in parts)
-    derived = "".join(f", {expr} AS {quote(name)}" for name, expr in query.derived)
-    outputs = ", ".join(quote(n) for n in names)
-    statements.append(
-        f"CREATE TEMP TABLE r{i} AS SELECT k._key AS _k, x._t, {outputs} FROM"  # noqa: S608
-        f" (SELECT *{derived} FROM n{i} {joins}) x JOIN k{i} k ON x._k = k._k"
+    kind = pa.string() if view.entity.key_type == "string" else pa.int64()
+    try:
+        keys = table.column(key).cast(kind).combine_chunks()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise OfflineQueryError(f"entity_df column {key!r} does not read as {kind}") from exc
+    encoded = pc.dictionary_encode(keys)
+    ids = np.asarray(pc.fill_null(encoded.indices, -1).to_numpy(), np.int64)
+    return ids, encoded.dictionary
+
+
+def _view_columns(
+    con: duckdb.DuckDBPyConnection,
+    i: int,
+    table: pa.Table,
+    when: tuple[NDArray[np.int64], NDArray[np.bool_]],
+    view: FeatureView,
+    query: ViewQuery,
+    root: str,
+) -> dict[str, pa.Array]:
+    """The view's features (and the derived features built on them), one value per row."""
+    times, time_ok = when
+    ids, keys = _entity_ids(table, view)
+    valid = time_ok & (ids >= 0)
+    _register_events(con, f"ev{i}", root, view)
+    con.register(
+        f"d{i}", pa.table({"_key": keys, "_k": pa.array(np.arange(len(keys), dtype=np.int32))})
     )
-    return statements
+    latest = int(times[valid].max()) if valid.any() else None
+    columns: dict[str, pa.Array] = {}
+    if query.vector:
+        plan = EventPlan.of(query.vector)
+        read = "".join(f", {c}" for c in plan.sql_columns())
+        where = "FALSE" if latest is None else f"_event_time_ms <= {latest}"
+        events = con.sql(
+            f"SELECT d._k, _event_time_ms AS _ts{read} FROM ev{i} JOIN d{i} d"  # noqa: S608
+            f" ON _entity_key = d._key WHERE {where}"
+            " ORDER BY d._k, _event_time_ms, coalesce(_offset, -1)"
+        ).to_arrow_table()
+        columns |= compute(query.vector, plan, events, ids, times, valid, len(keys))
+    if query.aggregates:
+        columns |= _window_columns(con, i, ids, times, valid, query)
+    if query.derived:
+        con.register(f"f{i}", pa.table(columns))
+        derived = ", ".join(f"{expr} AS {quote(name)}" for name, expr in query.derived)
+        out = con.sql(f"SELECT {derived} FROM f{i}").to_arrow_table()  # noqa: S608
+        columns |= {name: out.column(name).combine_chunks() for name, _ in query.derived}
+    return columns
+
+
+def _window_columns(
+    con: duckdb.DuckDBPyConnection,
+    i: int,
+    ids: NDArray[np.int64],
+    times: NDArray[np.int64],
+    valid: NDArray[np.bool_],
+    query: ViewQuery,
+) -> dict[str, pa.Array]:
+    """The window-function features: over the events and the distinct valid query points."""
+    rows = pa.table(
+        {
+            "_row": pa.array(np.arange(len(ids))),
+            "_k": pa.array(ids, mask=~valid),
+            "_t": pa.array(times, mask=~valid),
+        }
+    )
+    con.register(f"rows{i}", rows)
+    read = "".join(f"{quote(c)}, " for c in sorted(query.columns))
+    aggregates = ", ".join(f"{expr} AS {quote(name)}" for name, expr in query.aggregates)
+    windows = ", ".join(f"{name} AS ({spec})" for name, spec in query.windows)
+    points = f"SELECT DISTINCT _k, _t FROM rows{i} WHERE _k IS NOT NULL AND _t IS NOT NULL"  # noqa: S608
+    events = (
+        f"SELECT {read}d._k, _event_time_ms AS _ts, _offset AS _off FROM ev{i}"  # noqa: S608
+        f" JOIN d{i} d ON _entity_key = d._key"
+        f" WHERE _event_time_ms <= (SELECT max(_t) FROM rows{i})"
+    )
+    union = (
+        f"SELECT _k, _t AS _ts, 1 AS _q FROM ({points})"  # noqa: S608
+        f" UNION ALL BY NAME SELECT *, 0 AS _q FROM ({events})"
+    )
+    names = [name for name, _ in query.aggregates]
+    picked = ", ".join(f"w.{quote(n)}" for n in names)
+    out = con.sql(
+        f"WITH w AS (SELECT _k, _ts AS _t, {aggregates} FROM ({union})"  # noqa: S608
+        f" WINDOW {windows} QUALIFY _q = 1)"
+        f" SELECT {picked} FROM rows{i} r LEFT JOIN w USING (_k, _t) ORDER BY r._row"
+    ).to_arrow_table()
+    columns = {}
+    for name in names:
+        column = out.column(name).combine_chunks()
+        if name in query.zero_when_empty:  # rows without a valid key or time
+            column = pc.fill_null(column, pa.scalar(0, column.type))
+        columns[name] = column
+    return columns

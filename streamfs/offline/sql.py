@@ -28,6 +28,12 @@ count_distinct 0, the rest null)::
 Float sums, means and variances agree with the online engine up to rounding
 (a few ulps), as tile merges do among themselves.
 
+That is the reference reading. By default the functions that index ranges of
+sorted events answer exactly (count, sum, mean, variance, stddev, first, last, and
+min/max of numbers) are planned as :class:`VectorFeature` instead: DuckDB only
+evaluates their input and filter per event, numpy does the windows
+(:mod:`streamfs.offline.vector`).
+
 Pure: builds strings, imports no database.
 """
 
@@ -39,9 +45,8 @@ from fractions import Fraction
 
 from streamfs.definitions import Aggregation, FeatureView, OneHot
 from streamfs.definitions.compile import filter_sql
-from streamfs.definitions.expr import as_expr, sql_literal
+from streamfs.definitions.expr import NUMERIC, DataType, as_expr, sql_literal
 from streamfs.errors import StreamfsError
-from streamfs.offline.prefix import INVERTIBLE, PrefixFeature
 
 _SQL_TYPES = {"int64": "BIGINT", "float64": "DOUBLE", "string": "VARCHAR", "bool": "BOOLEAN"}
 _PLAIN = {
@@ -55,6 +60,8 @@ _PLAIN = {
     "count_distinct": "count",
 }
 _ZERO_WHEN_EMPTY = frozenset({"count", "sum", "count_distinct"})
+VECTOR = frozenset({"count", "sum", "mean", "variance", "stddev", "first", "last", "min", "max"})
+_NUMBERS_ONLY = frozenset({"min", "max"})  # min/max of strings stay in SQL (its collation)
 
 
 class OfflineQueryError(StreamfsError):
@@ -95,6 +102,29 @@ def _aggregate(function: str, value: str, keep: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class VectorFeature:
+    """One feature for the numpy engine: its input and filter as SQL, window, output type.
+
+    ``selection`` is the condition an event must meet to count (the filter holds and
+    the input is not null); features with the same one share their index ranges.
+    """
+
+    name: str
+    function: str
+    value: str
+    keep: str
+    window_ms: int
+    hop_ms: int
+    dtype: DataType
+
+    @property
+    def selection(self) -> str:
+        if self.keep == "TRUE" and self.value == "1":
+            return "TRUE"
+        return f"coalesce(({self.keep}) AND ({self.value}) IS NOT NULL, false)"
+
+
+@dataclass(frozen=True, slots=True)
 class ViewQuery:
     """The window SQL of one view: named windows and ``(feature, expression)`` pairs.
 
@@ -105,15 +135,16 @@ class ViewQuery:
     windows: tuple[tuple[str, str], ...]
     aggregates: tuple[tuple[str, str], ...]
     derived: tuple[tuple[str, str], ...]
-    prefix: tuple[PrefixFeature, ...] = ()
+    vector: tuple[VectorFeature, ...] = ()
     columns: frozenset[str] = frozenset()  # the source columns the features read
+    zero_when_empty: frozenset[str] = frozenset()  # aggregates whose empty value is 0
 
 
-def view_query(view: FeatureView, names: Sequence[str], use_prefix: bool = True) -> ViewQuery:
+def view_query(view: FeatureView, names: Sequence[str], use_vector: bool = True) -> ViewQuery:
     """The SQL for the features ``names`` of ``view`` (derived ones pull in their inputs).
 
-    With ``use_prefix`` the invertible functions go to ``prefix``
-    (:mod:`streamfs.offline.prefix`) instead of ``aggregates``.
+    With ``use_vector`` the functions of :data:`VECTOR` go to ``vector`` instead of
+    ``aggregates`` (min/max only of numbers).
     """
     etf = view.source.event_time_field
     types = view.feature_types()
@@ -123,23 +154,29 @@ def view_query(view: FeatureView, names: Sequence[str], use_prefix: bool = True)
             wanted.update(feature.inputs)
     windows: dict[tuple[int, int], str] = {}
     aggregates: list[tuple[str, str]] = []
-    prefix: list[PrefixFeature] = []
+    vector: list[VectorFeature] = []
+    zero: set[str] = set()
     read: set[str] = set()
     for aggregation in view.aggregations:
         for name, value in zip(aggregation.output_names(), _inputs(aggregation, etf), strict=True):
             if name not in wanted:
                 continue
             read |= _columns(aggregation, etf)
-            if use_prefix and aggregation.function in INVERTIBLE:
-                prefix.append(
-                    PrefixFeature(
+            function = aggregation.function
+            if (
+                use_vector
+                and function in VECTOR
+                and (function not in _NUMBERS_ONLY or types[name] in NUMERIC)
+            ):
+                vector.append(
+                    VectorFeature(
                         name,
-                        aggregation.function,
+                        function,
                         value,
                         filter_sql(aggregation.filter_expr, etf),
                         aggregation.window_ms,
                         aggregation.hop_ms,
-                        _SQL_TYPES[types[name]],
+                        types[name],
                     )
                 )
                 continue
@@ -149,9 +186,10 @@ def view_query(view: FeatureView, names: Sequence[str], use_prefix: bool = True)
             expression = f"{_aggregate(aggregation.function, value, keep)} OVER {window}"
             if aggregation.function in _ZERO_WHEN_EMPTY:
                 expression = f"coalesce({expression}, 0)"
+                zero.add(name)
             aggregates.append((name, f"CAST({expression} AS {_SQL_TYPES[types[name]]})"))
     columns = {name: quote(name) for name, _ in aggregates}
-    columns.update((f.name, quote(f.name)) for f in prefix)
+    columns.update((f.name, quote(f.name)) for f in vector)
     derived = []
     for feature in view.derived:  # inline each so a derived input may be derived
         if feature.name in wanted:
@@ -162,8 +200,9 @@ def view_query(view: FeatureView, names: Sequence[str], use_prefix: bool = True)
         tuple((name, frame(*spec)) for spec, name in windows.items()),
         tuple(aggregates),
         tuple(derived),
-        tuple(prefix),
+        tuple(vector),
         frozenset(read),
+        frozenset(zero),
     )
 
 
