@@ -31,6 +31,7 @@ percentile
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -171,6 +172,12 @@ class Percentile:
     def merge(self, a: Sketch, b: Sketch) -> Sketch:
         merged = ds.kll_doubles_sketch.deserialize(a.serialize())
         merged.merge(b)
+        return merged
+
+    def merge_all(self, states: Sequence[Sketch]) -> Sketch:
+        merged = self.initial()
+        for state in states:
+            merged.merge(state)
         return merged
 
     def result(self, state: Sketch) -> float | None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamfs import statecodec as sc
-from streamfs.aggregators import AnyAggregator
+from streamfs.aggregators import AnyAggregator, merger
 from streamfs.statecodec import StateDecodeError
 from streamfs.windows import WindowSpec, as_of_ms
 
@@ -114,6 +114,8 @@ class Group:
     template: tuple[Any, ...]
     fresh: tuple[tuple[int, Callable[[], Any]], ...]
     encoders: tuple[Callable[[Any], bytes], ...]  # per slot: its aggregator's encode
+    # Per slot, for queries: (slot, feature name, window ms, merge a list of states, result).
+    readers: tuple[tuple[int, str, int, Callable[[Sequence[Any]], Any], Callable[[Any], Any]], ...]
 
     def new_row(self) -> list[Any]:
         row = list(self.template)
@@ -167,6 +169,10 @@ class Layout:
                         if not isinstance(s, _IMMUTABLE)
                     ),
                     encoders=tuple(a.encode for a in aggregators),
+                    readers=tuple(
+                        (slot, features[i].name, features[i].window.window_ms, merger(a), a.result)
+                        for slot, (i, a) in enumerate(zip(members, aggregators, strict=True))
+                    ),
                 )
             )
         return cls(tuple(features), tuple(groups))
@@ -240,16 +246,11 @@ class EntityTiles:
             head = t_ms // hop_ms
             oldest = (t_ms - group.horizon_ms) // hop_ms
             window = [(index, row) for index, row in rows.items() if oldest <= index <= head]
-            for slot, i in enumerate(group.members):
-                feature = self.layout.features[i]
-                aggregator = feature.aggregator
-                lo = (t_ms - feature.window.window_ms) // hop_ms
-                merged = aggregator.initial()
-                merge = aggregator.merge
-                for index, row in window:
-                    if index >= lo:
-                        merged = merge(merged, row[slot])
-                values[feature.name] = aggregator.result(merged)
+            for slot, name, window_ms, merge_all, result in group.readers:
+                lo = (t_ms - window_ms) // hop_ms
+                values[name] = result(
+                    merge_all([row[slot] for index, row in window if index >= lo])
+                )
         return values
 
     def encode(self) -> bytes:

@@ -31,6 +31,7 @@ from streamfs.aggregators import (
     Sum,
     Variance,
     make,
+    merger,
 )
 
 ints = st.integers(min_value=-(10**12), max_value=10**12)
@@ -327,3 +328,20 @@ def test_percentile_past_k_within_rank_bound(q: float) -> None:
     assert got is not None
     rank = sum(v < got for v in values) / len(values)
     assert abs(rank - q) <= aggregator.rank_error()  # ~1.3% for k 200
+
+
+@given(st.lists(st.lists(numbers, max_size=5), max_size=12))
+def test_merging_a_list_of_states_equals_folding_merge(tiles: list[list[float]]) -> None:
+    """The query path merges a window's tile states at once (``merger``): the same value,
+    to the last bit, as folding ``merge`` tile by tile, for every aggregator."""
+    for name in ("count", "sum", "mean", "variance", "min", "max", "count_distinct"):
+        aggregator = make(name)
+        states = [fold(aggregator, values) for values in tiles]
+        folded = reduce(aggregator.merge, states, aggregator.initial())
+        merged = merger(aggregator)(states)
+        assert aggregator.result(merged) == aggregator.result(folded), name
+    # At most 60 values: below the KLL sketch's k, so nothing is compacted (randomly).
+    p95 = Percentile(0.95)
+    sketches = [fold(p95, values) for values in tiles]
+    folded_sketch = reduce(p95.merge, sketches, p95.initial())
+    assert p95.result(merger(p95)(sketches)) == p95.result(folded_sketch)
