@@ -22,12 +22,14 @@ stored and changes nothing.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from streamfs.errors import StreamfsError
 from streamfs.tiles import EntityTiles, Layout
+from streamfs.windows import as_of_ms
 
 KEY_PREFIX = "sfs:v1"
 
@@ -78,6 +80,8 @@ class ViewLayout:
     """What a reader needs of a view: name, state version, tile layout, derived features.
 
     ``finish(values)`` adds the derived features to the merged tile values.
+    ``feature_names`` (tile features, then derived ones) and ``name_set`` are computed
+    once: every read resolves names against them.
     """
 
     name: str
@@ -85,10 +89,13 @@ class ViewLayout:
     layout: Layout
     derived_names: tuple[str, ...] = ()
     finish: Callable[[dict[str, Any]], dict[str, Any]] = _no_derived
+    feature_names: tuple[str, ...] = field(init=False)
+    name_set: frozenset[str] = field(init=False)
 
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.layout.features) + self.derived_names
+    def __post_init__(self) -> None:
+        names = tuple(f.name for f in self.layout.features) + self.derived_names
+        object.__setattr__(self, "feature_names", names)
+        object.__setattr__(self, "name_set", frozenset(names))
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,21 +139,26 @@ def resolve_features(
 
     Unknown names raise :class:`UnknownFeatureError` naming every one of them.
     """
-    by_name: dict[str, list[str]] = {}
-    for view in views.values():
-        for name in view.feature_names:
-            by_name.setdefault(name, []).append(view.name)
+    by_name: dict[str, list[str]] | None = None  # built only if a bare name is asked
     wanted: dict[str, list[str]] = {}
     unknown: list[str] = []
     for feature in features:
         view_name, sep, name = feature.rpartition(":")
         if sep:
-            if view_name in views and name in views[view_name].feature_names:
+            view = views.get(view_name)
+            if view is not None and name in view.name_set:
                 wanted.setdefault(view_name, []).append(name)
                 continue
-        elif len(by_name.get(feature, ())) == 1:
-            wanted.setdefault(by_name[feature][0], []).append(feature)
-            continue
+        else:
+            if by_name is None:
+                by_name = {}
+                for view in views.values():
+                    for known in view.feature_names:
+                        by_name.setdefault(known, []).append(view.name)
+            owners = by_name.get(feature, ())
+            if len(owners) == 1:
+                wanted.setdefault(owners[0], []).append(feature)
+                continue
         unknown.append(feature)
     if unknown:
         raise UnknownFeatureError(f"unknown features: {', '.join(unknown)}")
@@ -162,51 +174,126 @@ def decode_values(
     cache: ValueCache | None = None,
 ) -> FeatureValues:
     """The named features of one entity at ``at_ms`` from its stored tiles (None: no events)."""
-    if cache is not None and tiles is not None:
-        values, last = cache.values(view, tiles, at_ms)
+    if cache is not None:
+        values, last = cache.values(view, entity_key, tiles, at_ms)
     else:
-        # An unknown entity reads as no events: every function's empty value.
-        state = (
-            EntityTiles(view.layout) if tiles is None else EntityTiles.decode(view.layout, tiles)
-        )
-        values, last = view.finish(state.query(at_ms)), state.last_event_time_ms
-    as_of = at_ms if last is None else max(at_ms, last)
+        values, last = entity_values(view, tiles, at_ms)
+    as_of = at_ms if last is None or last <= at_ms else last
     return FeatureValues(entity_key, {n: values[n] for n in names}, last, as_of)
 
 
-class ValueCache:
-    """Recently computed values, so a hot entity is not decoded again on every read.
+FOREVER_MS = 2**63 - 1
 
-    Decoding an entity's tiles costs far more than a Redis round trip, and a read's
-    values depend only on the stored bytes and on which hop each group's window
-    starts and ends in at the read time. So the key is ``(view, version, bytes, hop
-    index of the read time per group)``: exact, never stale (new bytes, new key). A
-    state whose newest event is after the read time is computed afresh, since the
-    read then happens at that event's time. Bounded: full means cleared.
+
+def validity(state: EntityTiles, as_of: int) -> tuple[int, int]:
+    """``(from_ms, until_ms)``: the query times ``s`` with ``from_ms <= s < until_ms`` at which
+    ``state`` has the same values as at ``as_of`` (``as_of >= state.last_event_time_ms``).
+
+    Between window boundaries nothing changes (DESIGN §3: a window's tiles are fixed by
+    the hop its read time falls in), so the values hold from the latest hop start at or
+    before ``as_of``. After it they change only when a window's tail passes a tile that
+    holds something: tiles after the head are empty (no event is newer than the last
+    one), and a tail passing empty tiles merges the same states. For a feature of window
+    ``W`` and hop ``h`` whose oldest stored tile in the window is ``k``, that is at
+    ``(k + 1) * h + W``; a feature with no tile in its window stays empty until new
+    state arrives (new bytes). Conservative where a tile holds nothing for a feature (a
+    skipped input): it may end the validity early, never late.
+    """
+    layout = state.layout
+    from_ms, until_ms = 0, FOREVER_MS
+    for group, rows in zip(layout.groups, state.groups, strict=True):
+        hop_ms = group.hop_ms
+        head = as_of // hop_ms
+        from_ms = max(from_ms, head * hop_ms)
+        if not rows:
+            continue
+        indexes = sorted(rows)
+        if indexes[-1] > head:  # not written by the worker's rule: trust only this hop
+            until_ms = min(until_ms, (head + 1) * hop_ms)
+            continue
+        for i in group.members:
+            window_ms = layout.features[i].window.window_ms
+            at = bisect_left(indexes, (as_of - window_ms) // hop_ms)
+            if at < len(indexes):
+                until_ms = min(until_ms, (indexes[at] + 1) * hop_ms + window_ms)
+    return from_ms, until_ms
+
+
+class _Cached:
+    """One entity's values, good while the stored bytes stay ``tiles`` and the read's
+    ``as_of`` stays in ``[from_ms, until_ms)`` (:func:`validity`)."""
+
+    __slots__ = ("from_ms", "last_event_time_ms", "tiles", "until_ms", "values", "view")
+
+    def __init__(
+        self,
+        view: ViewLayout,
+        tiles: bytes,
+        values: dict[str, Any],
+        last_event_time_ms: int | None,
+        from_ms: int,
+        until_ms: int,
+    ) -> None:
+        self.view, self.tiles, self.values = view, tiles, values
+        self.last_event_time_ms, self.from_ms, self.until_ms = last_event_time_ms, from_ms, until_ms
+
+
+class ValueCache:
+    """Computed values per (view, entity), so a repeated read is a lookup, not a decode.
+
+    Decoding an entity's tiles and merging its windows costs far more than the Redis
+    round trip that fetched them. An entry holds the values computed from one stored
+    state (the bytes read from Redis) with the interval of read times they are exact
+    for (:func:`validity`): the next instant a window boundary drops a stored tile.
+    A read uses the entry only if Redis returned the very same bytes (new state from
+    the worker, or an evicted tile, means new bytes: computed afresh), the view is the
+    same layout object, and its ``as_of`` is inside the interval. So a cached read is
+    exactly the read without cache, at any time; a 1 h count still falls to 0 an hour
+    after the last event. A key gone from Redis (TTL) reads as no state, never cached
+    values. Bounded: past ``max_entries`` the oldest entries go first.
     """
 
     def __init__(self, max_entries: int = 10_000) -> None:
         self.max_entries = max_entries
-        self._entries: dict[tuple[Any, ...], tuple[dict[str, Any], int | None]] = {}
+        self._entries: dict[tuple[str, int, str | int], _Cached] = {}
+        self._empty: dict[str, tuple[ViewLayout, dict[str, Any]]] = {}
         self.hits = self.misses = 0
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
     def values(
-        self, view: ViewLayout, tiles: bytes, at_ms: int
+        self, view: ViewLayout, entity_key: str | int, tiles: bytes | None, at_ms: int
     ) -> tuple[dict[str, Any], int | None]:
-        hops = tuple(at_ms // group.hop_ms for group in view.layout.groups)
-        key = (view.name, view.version, tiles, hops)
+        """``(values by name, last event time)`` of the entity at ``at_ms`` (the read time)."""
+        if tiles is None:
+            return self._empty_values(view, at_ms), None
+        key = (view.name, view.version, entity_key)
         entry = self._entries.get(key)
-        if entry is not None and (entry[1] is None or entry[1] <= at_ms):
-            self.hits += 1
-            return entry
+        if entry is not None and entry.view is view and entry.tiles == tiles:
+            last = entry.last_event_time_ms
+            as_of = at_ms if last is None or last <= at_ms else last
+            if entry.from_ms <= as_of < entry.until_ms:
+                self.hits += 1
+                return entry.values, last
         self.misses += 1
         state = EntityTiles.decode(view.layout, tiles)
-        entry = (view.finish(state.query(at_ms)), state.last_event_time_ms)
-        if entry[1] is None or entry[1] <= at_ms:
-            if len(self._entries) >= self.max_entries:
-                self._entries.clear()
-            self._entries[key] = entry
-        return entry
+        last = state.last_event_time_ms
+        as_of = as_of_ms(at_ms, last)
+        values = view.finish(state.query(as_of))
+        from_ms, until_ms = validity(state, as_of)
+        if entry is None and len(self._entries) >= self.max_entries:
+            del self._entries[next(iter(self._entries))]  # the oldest inserted
+        self._entries[key] = _Cached(view, tiles, values, last, from_ms, until_ms)
+        return values, last
+
+    def _empty_values(self, view: ViewLayout, at_ms: int) -> dict[str, Any]:
+        known = self._empty.get(view.name)
+        if known is not None and known[0] is view:
+            return known[1]
+        values = view.finish(EntityTiles(view.layout).query(at_ms))  # the same at any time
+        self._empty[view.name] = (view, values)
+        return values
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,10 +331,14 @@ def read_online(
     empty windows (count 0, others null), never as an error.
     """
     reads = OnlineReads(views, entity_keys, features, namespace)
-    pipe = client.pipeline(transaction=False)
-    for key in reads.keys:
-        pipe.hget(key, "t")
-    return reads.rows(pipe.execute(), at_ms, cache)
+    if len(reads.keys) == 1:  # no pipeline object for the common single-key read
+        raw = [client.hget(reads.keys[0], "t")]
+    else:
+        pipe = client.pipeline(transaction=False)
+        for key in reads.keys:
+            pipe.hget(key, "t")
+        raw = pipe.execute()
+    return reads.rows(raw, at_ms, cache)
 
 
 async def read_online_async(
@@ -259,9 +350,9 @@ async def read_online_async(
     namespace: str = DEFAULT_NAMESPACE,
     cache: ValueCache | None = None,
 ) -> list[OnlineRow]:
-    """:func:`read_online` with a ``redis.asyncio`` client (the HTTP server's)."""
+    """:func:`read_online` with a ``redis.asyncio`` client."""
     reads = OnlineReads(views, entity_keys, features, namespace)
-    if len(reads.keys) == 1:  # no pipeline object for the common single-key read
+    if len(reads.keys) == 1:
         raw = [await client.hget(reads.keys[0], "t")]
     else:
         pipe = client.pipeline(transaction=False)
@@ -271,50 +362,88 @@ async def read_online_async(
     return reads.rows(raw, at_ms, cache)
 
 
-class OnlineReads:
-    """One read, split so sync and async clients share it: the keys to fetch, then rows."""
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Requested features resolved against the served views, once: ``wanted`` names per
+    view (:func:`resolve_features`), and for each feature as asked, the view answering it
+    and its bare name. Unknown names raise :class:`UnknownFeatureError` naming them."""
 
-    __slots__ = ("_entity_keys", "_features", "_order", "_views", "_wanted", "keys")
+    features: tuple[str, ...]
+    wanted: dict[str, list[str]]
+    names: tuple[tuple[str, str, str], ...]
+
+    @classmethod
+    def of(cls, views: Mapping[str, ViewLayout], features: Sequence[str]) -> Selection:
+        wanted = resolve_features(views, features)
+        names = []
+        for asked in features:
+            view_name, _, bare = asked.rpartition(":")
+            if view_name not in wanted or bare not in wanted[view_name]:  # a bare name
+                view_name = next(v for v, in_view in wanted.items() if asked in in_view)
+            names.append((asked, view_name, bare))
+        return cls(tuple(features), wanted, tuple(names))
+
+
+def entity_values(
+    view: ViewLayout, tiles: bytes | None, at_ms: int
+) -> tuple[dict[str, Any], int | None]:
+    """All of a view's values for one entity at ``at_ms`` and its last event time, decoded
+    afresh (no state: every function's empty value)."""
+    if tiles is None:
+        return view.finish(EntityTiles(view.layout).query(at_ms)), None
+    state = EntityTiles.decode(view.layout, tiles)
+    return view.finish(state.query(at_ms)), state.last_event_time_ms
+
+
+class OnlineReads:
+    """One read, split so any client can fetch it: the keys to ``HGET`` (field ``t``), then
+    the rows from what came back. ``features`` may be a :class:`Selection` resolved
+    earlier against the same ``views`` (the server keeps them per catalog snapshot)."""
+
+    __slots__ = ("_entity_keys", "_order", "_selection", "_views", "keys")
 
     def __init__(
         self,
         views: Mapping[str, ViewLayout],
         entity_keys: Sequence[str | int],
-        features: Sequence[str],
+        features: Sequence[str] | Selection,
         namespace: str,
     ) -> None:
-        self._views, self._entity_keys, self._features = views, entity_keys, features
-        self._wanted = resolve_features(views, features)
-        self._order: list[tuple[int, str]] = []
+        self._views, self._entity_keys = views, entity_keys
+        selection = features if isinstance(features, Selection) else Selection.of(views, features)
+        self._selection = selection
+        self._order: list[tuple[int, ViewLayout]] = []
         self.keys: list[str] = []
         for i, entity in enumerate(entity_keys):
-            for view_name in self._wanted:
+            for view_name in selection.wanted:
                 view = views[view_name]
                 self.keys.append(online_key(view.name, view.version, entity, namespace))
-                self._order.append((i, view_name))
+                self._order.append((i, view))
 
     def rows(
         self, raw: Sequence[bytes | None], at_ms: int, cache: ValueCache | None = None
     ) -> list[OnlineRow]:
         """The rows from the fetched tiles (``raw``, in the order of :attr:`keys`)."""
-        views, wanted, entity_keys = self._views, self._wanted, self._entity_keys
-        per_entity: list[dict[str, FeatureValues]] = [{} for _ in entity_keys]
-        for (i, view_name), tiles in zip(self._order, raw, strict=True):
-            per_entity[i][view_name] = decode_values(
-                views[view_name], entity_keys[i], tiles, wanted[view_name], at_ms, cache
+        entity_keys = self._entity_keys
+        per_entity: list[dict[str, tuple[dict[str, Any], int | None]]] = [{} for _ in entity_keys]
+        for (i, view), tiles in zip(self._order, raw, strict=True):
+            per_entity[i][view.name] = (
+                cache.values(view, entity_keys[i], tiles, at_ms)
+                if cache is not None
+                else entity_values(view, tiles, at_ms)
             )
-        rows = []
+        names, rows = self._selection.names, []
         for entity, by_view in zip(entity_keys, per_entity, strict=True):
-            values: dict[str, Any] = {}
-            for view_values in by_view.values():
-                values.update(view_values.values)
-            ordered = {f: values[f.rpartition(":")[2]] for f in self._features}
+            as_of = at_ms
+            for _, last in by_view.values():
+                if last is not None and last > as_of:
+                    as_of = last  # the state holds a later event: the answer is as of it
             rows.append(
                 OnlineRow(
                     entity,
-                    ordered,
-                    {v: fv.last_event_time_ms for v, fv in by_view.items()},
-                    max((fv.as_of_ms for fv in by_view.values()), default=at_ms),
+                    {asked: by_view[view_name][0][bare] for asked, view_name, bare in names},
+                    {view_name: last for view_name, (_, last) in by_view.items()},
+                    as_of,
                 )
             )
         return rows

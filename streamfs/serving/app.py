@@ -31,6 +31,7 @@ from streamfs.registry.state import RegistryState
 from streamfs.serving.catalog import Catalog
 from streamfs.serving.errors import error_status
 from streamfs.serving.metrics import ServerMetrics
+from streamfs.serving.redisreads import AsyncClientReads, RedisReads
 from streamfs.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -48,6 +49,7 @@ class ServerOptions:
     max_body_bytes: int = MAX_BODY_BYTES
     max_entities: int = 1_000  # per online read
     stream_interval_s: float = 0.5  # how often a live entity view re-reads Redis
+    value_cache_entries: int = 50_000  # (view, entity) values kept computed, ~2 KB each
 
 
 class Server:
@@ -64,17 +66,21 @@ class Server:
         self._load_registry = load_registry
         self.catalog = Catalog.empty()
         self.metrics = ServerMetrics()
-        self.value_cache = ValueCache()  # hot entities are not decoded on every read
+        self.value_cache = ValueCache(options.value_cache_entries)  # see ValueCache
         self.pusher = Pusher(settings.kafka_bootstrap, settings.schema_registry_url, clock)
         self.redis: Any = None  # redis.asyncio.Redis (typed loosely: redis's stubs are partial)
+        self.reads: RedisReads | AsyncClientReads | None = None  # the online reads' HGETs
         self.topic_stats: Any = None  # streamfs.serving.freshness.TopicStats
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         import redis.asyncio
 
-        if self.settings.redis_url:
-            self.redis = redis.asyncio.Redis.from_url(self.settings.redis_url)
+        url = self.settings.redis_url
+        if url:
+            self.redis = redis.asyncio.Redis.from_url(url)
+            supported = RedisReads.supports(url)
+            self.reads = RedisReads(url) if supported else AsyncClientReads(self.redis)
         await self.refresh()
         self._tasks.append(asyncio.create_task(self._refresh_forever()))
         from streamfs.serving.freshness import TopicStats
@@ -91,6 +97,8 @@ class Server:
         await self.pusher.close()
         if self.topic_stats is not None:
             await self.topic_stats.close()
+        if self.reads is not None:
+            await self.reads.close()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -101,7 +109,7 @@ class Server:
         except StreamfsError as exc:
             log.warning("registry_refresh_failed", error=str(exc))
             return
-        self.catalog = Catalog.of(state, self.clock())
+        self.catalog = Catalog.of(state, self.clock(), self.catalog)
         self.metrics.registry_loaded.set(self.catalog.loaded_at_ms)
 
     async def _refresh_forever(self) -> None:
@@ -127,49 +135,53 @@ def error_response(status: int, error: str, detail: Any) -> web.Response:
     return web.json_response({"error": error, "detail": detail}, status=status)
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+def _error(exc: Exception, request: web.Request) -> web.Response | None:
+    """The JSON error response for ``exc``, or ``None`` if it is a bug (a 500)."""
+    if isinstance(exc, web.HTTPException):
         reason = exc.reason.lower().replace(" ", "_")
         return error_response(exc.status, reason, exc.text or exc.reason)
-    except StreamfsError as exc:
+    if isinstance(exc, StreamfsError):
         return error_response(*error_status(exc))
-    except (ConnectionError, OSError, TimeoutError) as exc:
+    if isinstance(exc, ConnectionError | OSError | TimeoutError):
         log.warning("backend_unavailable", path=request.path, error=repr(exc))
         return error_response(503, "unavailable", repr(exc))
-    except Exception as exc:
-        import redis.exceptions
+    import redis.exceptions
 
-        if isinstance(exc, redis.exceptions.RedisError):
-            return error_response(503, "redis_unavailable", repr(exc))
-        from aiokafka.errors import KafkaError
+    if isinstance(exc, redis.exceptions.RedisError):
+        return error_response(503, "redis_unavailable", repr(exc))
+    from aiokafka.errors import KafkaError
 
-        if isinstance(exc, KafkaError):
-            return error_response(503, "kafka_unavailable", repr(exc))
-        raise
+    if isinstance(exc, KafkaError):
+        return error_response(503, "kafka_unavailable", repr(exc))
+    return None
 
 
 @web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    metrics = request.app[SERVER].metrics
+async def server_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Errors as JSON (see the module docstring) and every request counted and timed.
+
+    One middleware, not two: each one costs a coroutine and a call per request.
+    """
     start = time.perf_counter()
-    status = 500
     try:
         response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        info = request.match_info.route.resource
-        route = info.canonical if info is not None else "unmatched"
-        metrics.latency.labels(route).observe(time.perf_counter() - start)
-        metrics.requests.labels(route, request.method, str(status)).inc()
+    except Exception as exc:
+        if isinstance(exc, web.HTTPException) and exc.status < 400:
+            _observe(request, exc.status, start)
+            raise
+        error = _error(exc, request)
+        if error is None:
+            _observe(request, 500, start)
+            raise
+        response = error
+    _observe(request, response.status, start)
+    return response
+
+
+def _observe(request: web.Request, status: int, start: float) -> None:
+    info = request.match_info.route.resource
+    route = info.canonical if info is not None else "unmatched"
+    request.app[SERVER].metrics.observe(route, request.method, status, time.perf_counter() - start)
 
 
 def build_app(server: Server) -> web.Application:
@@ -178,7 +190,7 @@ def build_app(server: Server) -> web.Application:
     from streamfs.serving import web as pages
 
     app = web.Application(
-        middlewares=[metrics_middleware, errors_middleware],
+        middlewares=[server_middleware],
         client_max_size=server.options.max_body_bytes,
     )
     app[SERVER] = server

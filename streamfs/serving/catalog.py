@@ -8,15 +8,19 @@ the plain JSON the API and the web view show (views, features, versions, lineage
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from streamfs.definitions import Source
 from streamfs.definitions.codec import source_from_json
-from streamfs.online import ViewLayout
+from streamfs.online import Selection, ViewLayout
 from streamfs.push import UnknownSourceError
 from streamfs.registry.records import RegistryError
 from streamfs.registry.state import RegistryState
+
+MAX_SELECTIONS = 4_096  # distinct feature lists remembered per snapshot
 
 
 class NotFoundError(RegistryError):
@@ -29,9 +33,16 @@ class Catalog:
     layouts: dict[str, ViewLayout]  # the newest served state version of each view
     sources: dict[str, Source]
     loaded_at_ms: int
+    # Feature lists resolved against ``layouts``, by the list: a hot request resolves once.
+    _selections: dict[tuple[str, ...], Selection] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
-    def of(cls, state: RegistryState, now_ms: int) -> Catalog:
+    def of(cls, state: RegistryState, now_ms: int, previous: Catalog | None = None) -> Catalog:
+        """The snapshot of ``state``; a view whose served definition did not change keeps
+        ``previous``'s layout object, so values cached for it stay usable (the value
+        cache trusts only the very layout it computed with)."""
         from streamfs.plans import reader_layouts
 
         sources = {}
@@ -39,7 +50,15 @@ class Catalog:
             record = state.current("source", name)
             if record is not None:
                 sources[name] = source_from_json(record.spec)
-        return cls(state, reader_layouts(state), sources, now_ms)
+        layouts = reader_layouts(state)
+        if previous is not None:
+            for name, layout in layouts.items():
+                old = previous.layouts.get(name)
+                if old is not None and _definition(previous.state, old) == _definition(
+                    state, layout
+                ):
+                    layouts[name] = old
+        return cls(state, layouts, sources, now_ms)
 
     @classmethod
     def empty(cls) -> Catalog:
@@ -113,11 +132,35 @@ class Catalog:
             raise UnknownSourceError(f"unknown source {name!r} (registered: {known})")
         return source
 
+    def selection(self, features: Sequence[str]) -> Selection:
+        """``features`` resolved against this snapshot's views (memoized; unknown names
+        raise :class:`~streamfs.online.UnknownFeatureError` every time)."""
+        key = tuple(features)
+        selection = self._selections.get(key)
+        if selection is None:
+            selection = Selection.of(self.layouts, key)
+            if len(self._selections) >= MAX_SELECTIONS:
+                self._selections.clear()
+            self._selections[key] = selection
+        return selection
+
     def layout(self, name: str) -> ViewLayout:
         layout = self.layouts.get(name)
         if layout is None:
             raise NotFoundError(f"feature view {name!r} is not registered")
         return layout
+
+
+def _definition(state: RegistryState, layout: ViewLayout) -> tuple[int, int, str] | None:
+    """What a reader layout was built from: the newest record of its state version."""
+    records = [
+        r
+        for r in state.history("view", layout.name)
+        if not r.removed and r.state_version == layout.version
+    ]
+    if not records:
+        return None
+    return layout.version, records[-1].version, json.dumps(records[-1].spec, sort_keys=True)
 
 
 def _feature_summary(info: Any) -> dict[str, Any]:

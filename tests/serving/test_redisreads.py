@@ -1,0 +1,110 @@
+"""The server's lean Redis reader against the real Redis: replies paired with requests in
+order under concurrency, missing keys as None, Redis errors raised, a lost connection
+failing the reads in flight and the next read connecting again, the db of the URL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+import redis
+import redis.asyncio
+from redis.exceptions import ResponseError
+
+from streamfs.serving.redisreads import AsyncClientReads, RedisReads, pack
+from tests.conftest import Services
+
+pytestmark = pytest.mark.services
+
+
+def test_pack_writes_resp_arrays_of_bulk_strings() -> None:
+    assert pack("HGET", b"k\xff", "t") == b"*3\r\n$4\r\nHGET\r\n$2\r\nk\xff\r\n$1\r\nt\r\n"
+
+
+def test_which_urls_it_speaks() -> None:
+    assert RedisReads.supports("redis://127.0.0.1:6379/0")
+    assert RedisReads.supports("redis://:secret@h:1/2")
+    assert RedisReads.supports("unix:///run/redis.sock?db=1")
+    assert not RedisReads.supports("rediss://h:6380/0")  # TLS: redis.asyncio does it
+
+
+async def test_concurrent_reads_each_get_their_own_replies(
+    services: Services, unique: Callable[[str], str]
+) -> None:
+    prefix = unique("reads")
+    sync = redis.Redis.from_url(services.redis_url)
+    for i in range(50):
+        sync.hset(f"{prefix}:{i}", mapping={"t": f"tiles-{i}".encode(), "o": i})
+    sync.set(f"{prefix}:string", "not a hash")
+    reads = RedisReads(services.redis_url)
+    try:
+
+        async def one(i: int) -> None:
+            keys = [f"{prefix}:{i}", f"{prefix}:missing", f"{prefix}:{(i * 7) % 50}"]
+            assert await reads.hget(keys, "t") == [
+                f"tiles-{i}".encode(),
+                None,
+                f"tiles-{(i * 7) % 50}".encode(),
+            ]
+
+        await asyncio.gather(*(one(i % 50) for i in range(400)))
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await reads.hget([f"{prefix}:1", f"{prefix}:string"], "t")
+        assert await reads.hget([f"{prefix}:2"], "t") == [b"tiles-2"]  # still in step
+        # The same answers through redis.asyncio, the fallback for URLs it does not speak.
+        client = redis.asyncio.Redis.from_url(services.redis_url)
+        other = AsyncClientReads(client)
+        assert await other.hget([f"{prefix}:3"], "t") == [b"tiles-3"]
+        assert await other.hget([f"{prefix}:3", f"{prefix}:missing"], "t") == [b"tiles-3", None]
+        await client.aclose()
+    finally:
+        await reads.close()
+        sync.delete(*[f"{prefix}:{i}" for i in range(50)], f"{prefix}:string")
+
+
+async def test_a_lost_connection_fails_reads_in_flight_and_the_next_read_reconnects(
+    services: Services, unique: Callable[[str], str]
+) -> None:
+    key = unique("reads")
+    redis.Redis.from_url(services.redis_url).hset(key, "t", b"x")
+    reads = RedisReads(services.redis_url)
+    try:
+        assert await reads.hget([key], "t") == [b"x"]
+        in_flight = asyncio.ensure_future(reads.hget([key], "t"))
+        await asyncio.sleep(0)  # queued, not yet written
+        protocol = reads._protocol
+        assert protocol is not None
+        assert protocol.transport is not None
+        protocol.transport.abort()
+        with pytest.raises(ConnectionError):
+            await in_flight
+        assert await reads.hget([key], "t") == [b"x"]
+        assert reads._protocol is not protocol
+    finally:
+        await reads.close()
+        redis.Redis.from_url(services.redis_url).delete(key)
+
+
+async def test_the_db_of_the_url_is_selected(
+    services: Services, unique: Callable[[str], str]
+) -> None:
+    key = unique("reads")
+    url = services.redis_url.rsplit("/", 1)[0] + "/3"
+    db3 = redis.Redis.from_url(url)
+    db3.hset(key, "t", b"in db 3")
+    reads = RedisReads(url)
+    try:
+        assert await reads.hget([key], "t") == [b"in db 3"]
+        default = RedisReads(services.redis_url)
+        assert await default.hget([key], "t") == [None]
+        await default.close()
+    finally:
+        await reads.close()
+        db3.delete(key)
+
+
+async def test_a_refused_connection_is_a_connection_error() -> None:
+    reads = RedisReads("redis://127.0.0.1:1/0")
+    with pytest.raises(ConnectionError):
+        await reads.hget(["k"], "t")
