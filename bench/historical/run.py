@@ -24,6 +24,7 @@ import argparse
 import json
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -99,6 +100,7 @@ def generate(out: Path, events: int, users: int, days: int, rows: int, seed: int
             "_offset": np.arange(events),
         }
     ).cast(log_schema(view().source))
+    shutil.rmtree(out / "log", ignore_errors=True)  # files of an earlier, other-sized run
     log_dir = source_dir(str(out / "log"), "purchases")
     day_index = (times - start) // DAY_MS
     for day in range(days):

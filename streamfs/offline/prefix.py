@@ -178,35 +178,58 @@ class FloatSums:
         return (self.finite[hi] - self.finite[lo]) < (hi - lo)
 
 
-def changes(values: F64) -> I64:
-    """Prefix counts of ``values[i + 1] != values[i]``: a range ``[lo, hi)`` holds one
-    value repeated exactly when ``C[hi - 1] - C[lo]`` is 0. One entry per value, and
-    one more (so any range end indexes it)."""
-    n = len(values)
-    steps = np.zeros(n + 1, np.int64)
-    if n > 1:
-        np.cumsum(values[1:] != values[:-1], out=steps[1:n])
-        steps[n] = steps[n - 1]
-    return steps
-
-
 def pop_var(
-    sums: FloatSums, squares: FloatSums, steps: I64, lo: I64, hi: I64, entities: I64
+    sums: FloatSums, squares: FloatSums, values: F64, lo: I64, hi: I64, entities: I64
 ) -> F64:
-    """Population variance per range ``[lo, hi)``: ``(Q - D^2 / n) / n``.
+    """Population variance per range ``[lo, hi)`` of ``values``: ``(Q - D^2 / n) / n``.
 
-    ``sums`` are of the values (centred: so ``D`` sums deviations ``d`` from the
+    ``sums`` are of the values (centred, so ``D`` sums the deviations ``d`` from the
     entity's mean), ``squares`` of the ``d^2`` (the deviations :meth:`FloatSums.build`
-    returns), ``steps`` the values' :func:`changes`. A range of one repeated value is
-    exactly 0, as Welford's is (the subtraction would leave rounding, which a square
-    root magnifies); nan when empty or when a nan or infinity is in the range.
+    returns). The subtraction loses the digits that ``d`` has beyond the window's own
+    spread (a tight window far from its entity's mean); where a bound on that loss
+    exceeds 1e-11 of the result, the window is summed again directly
+    (:func:`exact_var`). One event gives exactly 0, as Welford's does; nan when empty
+    or when a nan or infinity is in the range.
     """
     n = hi - lo
-    d = sums.centred[hi] - sums.centred[lo]
+    c1, cq = sums.centred, squares.centred
+    d = c1[hi] - c1[lo]
     q = squares.sum(lo, hi, entities)
+    eps = float(np.finfo(np.float64).eps)
     with np.errstate(invalid="ignore", divide="ignore"):
         out: F64 = np.maximum((q - d * d / n) / n, 0.0)
-    last = np.maximum(hi - 1, lo)
-    out[steps[last] == steps[lo]] = 0.0
-    out[(n == 0) | sums.poisoned(lo, hi)] = np.nan
+        # Rounding of each d and d^2, and of the running totals between lo and hi.
+        err_q = eps * (3 * np.abs(q) + n * (np.abs(cq[hi]) + np.abs(cq[lo])))
+        err_d = eps * (np.abs(d) + n * (np.abs(c1[hi]) + np.abs(c1[lo])))
+        err = 4 * (err_q + 2 * np.abs(d) * err_d / n) / n
+    poisoned = sums.poisoned(lo, hi)
+    redo = np.flatnonzero((n > 1) & ~poisoned & ~(err <= 1e-11 * out))
+    if len(redo):
+        out[redo] = exact_var(values, lo[redo], hi[redo])
+    out[n == 1] = 0.0
+    out[(n == 0) | poisoned] = np.nan
+    return out
+
+
+def exact_var(values: F64, lo: I64, hi: I64, batch: int = 1 << 22) -> F64:
+    """Population variance of each ``values[lo:hi]`` (non-empty), two passes over its values.
+
+    Deviations are taken from the window's first value, then from their mean, so a
+    window of one repeated value is exactly 0. ``batch`` bounds the values gathered at once.
+    """
+    out = np.empty(len(lo), np.float64)
+    lengths = hi - lo
+    ends = np.cumsum(lengths)
+    first = 0
+    while first < len(lo):
+        base = int(ends[first] - lengths[first])
+        last = max(first + 1, int(np.searchsorted(ends, base + batch, "right")))
+        n, start = lengths[first:last], lo[first:last]
+        offsets = np.cumsum(n) - n
+        where = np.arange(int(n.sum())) + np.repeat(start - offsets, n)
+        shifted = values[where] - np.repeat(values[start], n)
+        mean = np.add.reduceat(shifted, offsets) / n
+        deviation = shifted - np.repeat(mean, n)
+        out[first:last] = np.add.reduceat(deviation * deviation, offsets) / n
+        first = last
     return out

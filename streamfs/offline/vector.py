@@ -12,13 +12,19 @@ first and last are read off prefix sums and range ends
 (:mod:`streamfs.offline.prefix`), min and max off a sparse table of hop buckets
 (:mod:`streamfs.offline.extrema`). Empty windows give DESIGN §3's empty values:
 count and sum 0, the rest null.
+
+Entities are independent, so the work is cut into chunks of whole entities (a few
+hundred thousand events each): a chunk's arrays stay in the CPU caches between
+passes, and chunks run on several threads (numpy releases the GIL in its loops).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -32,7 +38,6 @@ from streamfs.offline.prefix import (
     FloatSums,
     Runs,
     Timeline,
-    changes,
     pop_var,
     prefix,
     window_start,
@@ -46,6 +51,10 @@ ARROW_TYPES = {
     "bool": pa.bool_(),
 }
 _NEEDS_VALUE = frozenset({"sum", "mean", "variance", "stddev", "first", "last", "min", "max"})
+_FLOAT_ONLY = frozenset({"variance", "stddev"})
+CHUNK_EVENTS = 400_000  # per chunk: a few MB per array, cache-sized
+Bool = NDArray[np.bool_]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,161 +81,154 @@ class EventPlan:
         return [f"{sql} AS {c}" for sql, c in (self.values | self.selections).items()]
 
 
+@dataclass(frozen=True, slots=True)
+class _Events:
+    """The sorted events as numpy: ids, times, numeric inputs, selections (whole columns)."""
+
+    ids: I64
+    times: I64
+    numbers: dict[tuple[str, bool], NDArray[Any]]  # (input SQL, as float) -> values
+    masks: dict[str, Bool]  # selection SQL -> mask
+
+    @staticmethod
+    def of(events: pa.Table, plan: EventPlan, features: Sequence[VectorFeature]) -> _Events:
+        numbers: dict[tuple[str, bool], NDArray[Any]] = {}
+        for f in features:
+            if f.function in _NEEDS_VALUE and f.function not in ("first", "last"):
+                column = events.column(plan.values[f.value])
+                as_float = f.function in _FLOAT_ONLY or not pa.types.is_integer(column.type)
+                if (f.value, as_float) not in numbers:
+                    dtype = np.float64 if as_float else np.int64
+                    numbers[f.value, as_float] = _numpy(pc.fill_null(column, 0), dtype)
+        masks = {sql: _numpy(events.column(c), np.bool_) for sql, c in plan.selections.items()}
+        ids = _numpy(events.column("_k"), np.int64)
+        return _Events(ids, _numpy(events.column("_ts"), np.int64), numbers, masks)
+
+
 @dataclass(slots=True)
 class _Selection:
-    """The events of one selection: positions in the sorted events, timeline, ids, times."""
+    """The events of one selection in a chunk: positions in the chunk, timeline, times."""
 
     positions: I64 | None  # None: every event
     timeline: Timeline
-    entities: I64
     times: I64
     bounds: dict[tuple[str, int, int], I64] = field(default_factory=dict)
 
 
-class _Engine:
-    """Caches for one view: selections, their index ranges, value arrays, prefix sums."""
+@dataclass(frozen=True, slots=True)
+class _Queries:
+    entities: I64
+    times: I64
+    valid: Bool
 
-    def __init__(
-        self,
-        events: pa.Table,
-        plan: EventPlan,
-        entities: I64,
-        times: I64,
-        valid: NDArray[np.bool_],
-        n_entities: int,
-    ) -> None:
+
+Column = tuple[NDArray[Any], Bool | None]  # values, and where present (None: everywhere)
+
+
+class _Chunk:
+    """The features over one chunk: events ``[start, stop)`` and the queries of their entities."""
+
+    def __init__(self, events: _Events, start: int, stop: int, queries: _Queries, n: int) -> None:
         self.events = events
-        self.plan = plan
-        self.n_entities = n_entities
-        ids = _numpy(events.column("_k"), np.int64)
-        ts = _numpy(events.column("_ts"), np.int64)
-        timeline = Timeline.build(ids, ts, n_entities)
-        self.selections = {"TRUE": _Selection(None, timeline, ids, ts)}
-        # Queries in key order: np.searchsorted then walks forward (module doc).
-        probe = timeline.probe(np.where(valid, entities, 0), np.where(valid, times, 0), "right")
-        probe[~valid] = 0
-        self.order = np.argsort(probe, kind="stable")
-        self.q_entities = np.where(valid, entities, 0)[self.order]
-        self.q_times = np.where(valid, times, 0)[self.order]
-        self.q_valid = valid[self.order]
-        self.cache: dict[tuple[str, ...], Any] = {}
+        self.start, self.stop = start, stop
+        self.q = queries
+        self.n_entities = n
+        ids, times = events.ids[start:stop], events.times[start:stop]
+        self.selections = {"TRUE": _Selection(None, Timeline.build(ids, times, n), times)}
+        self.cache: dict[tuple[Any, ...], Any] = {}
+
+    def memo(self, key: tuple[Any, ...], make: Callable[[], T]) -> T:
+        if key not in self.cache:
+            self.cache[key] = make()
+        found: T = self.cache[key]
+        return found
 
     def selection(self, sql: str) -> _Selection:
         found = self.selections.get(sql)
         if found is None:
-            mask = _numpy(self.events.column(self.plan.selections[sql]), np.bool_)
+            mask = self.events.masks[sql][self.start : self.stop]
             base = self.selections["TRUE"]
             if mask.all():
                 found = base
             else:
                 found = _Selection(
-                    np.flatnonzero(mask),
-                    base.timeline.subset(mask),
-                    base.entities[mask],
-                    base.times[mask],
+                    np.flatnonzero(mask), base.timeline.subset(mask), base.times[mask]
                 )
             self.selections[sql] = found
         return found
 
-    def find(self, s: _Selection, what: str, window_ms: int, hop_ms: int) -> I64:
-        """Range ends per query: ``hi`` past ``t``, ``lo`` at the tail, ``mid`` at ``t``'s hop."""
-        spec = (what, window_ms, hop_ms) if what != "hi" else ("hi", 0, 0)
-        if what == "mid":
-            spec = ("mid", 0, hop_ms)
-        found = s.bounds.get(spec)
+    def find(self, s: _Selection, what: str, window_ms: int = 0, hop_ms: int = 0) -> I64:
+        """Range ends per query: ``hi`` past ``t``, ``lo`` at the tail, ``mid`` at its hop."""
+        key = (what, window_ms, hop_ms)
+        found = s.bounds.get(key)
         if found is None:
-            t = self.q_times
+            q, t = self.q, self.q.times
             if what == "hi":
-                found = s.timeline.find(self.q_entities, t, "right", self.q_valid)
+                found = s.timeline.find(q.entities, t, "right", q.valid)
             elif what == "lo":
                 start = window_start(t, window_ms, hop_ms)
-                found = s.timeline.find(self.q_entities, start, "left", self.q_valid)
+                found = s.timeline.find(q.entities, start, "left", q.valid)
             else:
-                found = s.timeline.find(self.q_entities, t - t % hop_ms, "left", self.q_valid)
-            s.bounds[spec] = found
+                found = s.timeline.find(q.entities, t - t % hop_ms, "left", q.valid)
+            s.bounds[key] = found
         return found
 
     def values(self, f: VectorFeature, s: _Selection) -> NDArray[Any]:
         """The input over the selection: int64 if integers (exact sums), else float64."""
-        as_float = f.function in ("variance", "stddev")
 
         def make() -> NDArray[Any]:
-            column = self.events.column(self.plan.values[f.value])
-            integer = pa.types.is_integer(column.type) and not as_float
-            values = _numpy(pc.fill_null(column, 0), np.int64 if integer else np.float64)
+            as_float = f.function in _FLOAT_ONLY or (f.value, False) not in self.events.numbers
+            values = self.events.numbers[f.value, as_float][self.start : self.stop]
             return values if s.positions is None else values[s.positions]
 
-        return self.memo(("values", f.value, f.selection, str(as_float)), make)  # type: ignore[no-any-return]
+        return self.memo(("values", f.value, f.selection, f.function in _FLOAT_ONLY), make)
 
-    def memo(self, key: tuple[str, ...], make: Any) -> Any:
-        found = self.cache.get(key)
-        if found is None:
-            found = self.cache[key] = make()
-        return found
-
-    def feature(self, f: VectorFeature) -> pa.Array:
-        """The feature's values in sorted query order, as Arrow (nulls where empty)."""
+    def feature(self, f: VectorFeature) -> Column:
+        """The feature at the chunk's queries; first/last as positions in all events."""
         s = self.selection(f.selection)
-        hi = self.find(s, "hi", 0, 0)
+        hi = self.find(s, "hi")
         lo = self.find(s, "lo", f.window_ms, f.hop_ms)
         n = hi - lo
         present = n > 0
-        skey = f.selection
         if f.function == "count":
-            return pa.array(n)
+            return n, None
         if f.function in ("first", "last"):
-            at = lo if f.function == "first" else hi - 1
-            at = np.where(present, at, 0)
+            at = np.where(present, lo if f.function == "first" else hi - 1, 0)
             if s.positions is not None and len(s.positions):
                 at = s.positions[at]
-            column = self.events.column(self.plan.values[f.value])
-            if len(column) == 0:
-                return pa.nulls(len(n), column.type)
-            taken = column.take(pa.array(at)).combine_chunks()
-            return _with_nulls(taken, present)
+            return at + self.start, present
         values = self.values(f, s)
         if f.function in ("min", "max"):
             mid = self.find(s, "mid", 0, f.hop_ms)
-            out, has = window_extreme(
-                "min" if f.function == "min" else "max",
-                values,
-                s.entities,
-                s.times,
-                f.hop_ms,
-                (lo, mid, hi),
-            )
-            return _with_nulls(pa.array(out), has)
-        if values.dtype == np.int64 and f.function in ("sum", "mean"):
-            sums = self.memo(("int", f.value, skey), lambda: prefix(values))
-            total = sums[hi] - sums[lo]
-            if f.function == "sum":
-                return pa.array(total)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                return _with_nulls(pa.array(total.astype(np.float64) / n), present)
-        q_entities = self.q_entities
+            kind: Literal["min", "max"] = "min" if f.function == "min" else "max"
+            ids = self.memo(("entities", f.selection), s.timeline.entities)
+            return window_extreme(kind, values, ids, s.times, f.hop_ms, (lo, mid, hi))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if values.dtype == np.int64:  # sum or mean: exact integer sums
+                sums = self.memo(("int", f.value, f.selection), lambda: prefix(values))
+                total = sums[hi] - sums[lo]
+                return (total, None) if f.function == "sum" else (total / n, present)
+            return self.float_feature(f, s, values, lo, hi)
 
-        def float_sums() -> tuple[FloatSums, F64]:
-            runs = self.memo(("runs", skey), lambda: Runs.of(s.entities))
-            return FloatSums.build(values, runs, self.n_entities)
-
-        fsums, deviation = self.memo(("float", f.value, skey), float_sums)
+    def float_feature(
+        self, f: VectorFeature, s: _Selection, values: F64, lo: I64, hi: I64
+    ) -> Column:
+        key = (f.value, f.selection)
+        ids = self.memo(("entities", f.selection), s.timeline.entities)
+        runs = self.memo(("runs", f.selection), lambda: Runs.of(ids))
+        sums, deviation = self.memo(
+            ("float", *key), lambda: FloatSums.build(values, runs, self.n_entities)
+        )
+        n = hi - lo
         if f.function in ("sum", "mean"):
-            ftotal: F64 = fsums.sum(lo, hi, q_entities)
-            if f.function == "sum":
-                return pa.array(ftotal)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                return _with_nulls(pa.array(ftotal / n), present)
-
-        def squares() -> FloatSums:
-            runs = self.memo(("runs", skey), lambda: Runs.of(s.entities))
-            return FloatSums.build(deviation * deviation, runs, self.n_entities)[0]
-
-        square_sums = self.memo(("squares", f.value, skey), squares)
-        steps = self.memo(("steps", f.value, skey), lambda: changes(values))
-        var = pop_var(fsums, square_sums, steps, lo, hi, q_entities)
-        if f.function == "stddev":
-            var = np.sqrt(var)
-        return _with_nulls(pa.array(var), present)
+            total = sums.sum(lo, hi, self.q.entities)
+            return (total, None) if f.function == "sum" else (total / n, n > 0)
+        squares = self.memo(
+            ("squares", *key),
+            lambda: FloatSums.build(deviation * deviation, runs, self.n_entities)[0],
+        )
+        var = pop_var(sums, squares, values, lo, hi, self.q.entities)
+        return (np.sqrt(var) if f.function == "stddev" else var), n > 0
 
 
 def _numpy(column: pa.ChunkedArray | pa.Array, dtype: type[np.generic]) -> NDArray[Any]:
@@ -235,31 +237,84 @@ def _numpy(column: pa.ChunkedArray | pa.Array, dtype: type[np.generic]) -> NDArr
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype=dtype)
 
 
-def _with_nulls(values: pa.Array, present: NDArray[np.bool_]) -> pa.Array:
-    if present.all():
-        return values
-    return pc.if_else(pa.array(present), values, pa.scalar(None, values.type))
+def _query_order(entities: I64, times: I64) -> I64:
+    """Queries sorted by ``(entity, time)``, so each chunk's are contiguous and ascending."""
+    if len(times) == 0:
+        return np.zeros(0, np.int64)
+    low = int(times.min())
+    span = int(times.max()) - low + 1
+    if (int(entities.max()) + 1) * span < 2**62:
+        order: I64 = np.argsort(entities * span + (times - low), kind="stable")
+        return order
+    return np.lexsort((times, entities))
+
+
+def _cuts(ids: I64, n_entities: int, target: int) -> I64:
+    """Entity ids where chunks of about ``target`` events start (0 first, ``n_entities`` last)."""
+    pieces = max(1, len(ids) // target)
+    if pieces == 1:
+        return np.array([0, n_entities], np.int64)
+    per_entity = np.cumsum(np.bincount(ids, minlength=n_entities))
+    inner = np.searchsorted(per_entity, np.arange(1, pieces) * (len(ids) / pieces)) + 1
+    return np.unique(np.concatenate([[0], inner, [n_entities]])).astype(np.int64)
 
 
 def compute(
     features: Sequence[VectorFeature],
     plan: EventPlan,
     events: pa.Table,
-    entities: I64,
-    times: I64,
-    valid: NDArray[np.bool_],
+    queries: tuple[I64, I64, Bool],
     n_entities: int,
+    threads: int | None = None,
 ) -> dict[str, pa.Array]:
-    """Each feature's values at every query ``(entities[i], times[i])`` where ``valid``.
+    """Each feature's values at every query ``(entity id, time ms, valid)``.
 
     ``events`` has ``_k`` (entity id, ``0 <= id < n_entities``), ``_ts`` and the plan's
     columns, sorted by ``(_k, _ts, offset)``. Invalid queries get empty values.
     """
-    engine = _Engine(events, plan, entities, times, valid, n_entities)
-    back = np.empty_like(engine.order)
-    back[engine.order] = np.arange(len(engine.order))
+    entities, times, valid = queries
+    data = _Events.of(events, plan, features)
+    q_entities, q_times = np.where(valid, entities, 0), np.where(valid, times, 0)
+    order = _query_order(q_entities, q_times)
+    q = _Queries(q_entities[order], q_times[order], valid[order])
+    cuts = _cuts(data.ids, n_entities, CHUNK_EVENTS)
+    e_at = np.searchsorted(data.ids, cuts)
+    q_at = np.searchsorted(q.entities, cuts)
+
+    def run(i: int) -> list[Column]:
+        a, b = slice(int(q_at[i]), int(q_at[i + 1])), (int(e_at[i]), int(e_at[i + 1]))
+        mine = _Queries(q.entities[a], q.times[a], q.valid[a])
+        chunk = _Chunk(data, b[0], b[1], mine, n_entities)
+        return [chunk.feature(f) for f in features]
+
+    workers = threads or len(os.sched_getaffinity(0))
+    with ThreadPoolExecutor(max(1, min(workers, len(cuts) - 1))) as pool:
+        parts = list(pool.map(run, range(len(cuts) - 1)))
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
     out = {}
-    for f in features:
-        values = engine.feature(f).take(pa.array(back))
-        out[f.name] = values.cast(ARROW_TYPES[f.dtype])
+    for j, f in enumerate(features):
+        values = np.concatenate([p[j][0] for p in parts])[back]
+        masks = [p[j][1] for p in parts]
+        present = None if all(m is None for m in masks) else _present(parts, j)[back]
+        if f.function in ("first", "last"):
+            column = events.column(plan.values[f.value])
+            if len(column) == 0:
+                out[f.name] = pa.nulls(len(values), ARROW_TYPES[f.dtype])
+                continue
+            positions = np.minimum(values, len(column) - 1)  # empty windows point anywhere
+            array = column.take(pa.array(positions)).combine_chunks()
+        else:
+            array = pa.array(values)
+        if present is not None and not present.all():
+            array = pc.if_else(pa.array(present), array, pa.scalar(None, array.type))
+        out[f.name] = array.cast(ARROW_TYPES[f.dtype])
     return out
+
+
+def _present(parts: list[list[Column]], j: int) -> Bool:
+    chunks = []
+    for p in parts:
+        values, mask = p[j]
+        chunks.append(np.ones(len(values), np.bool_) if mask is None else mask)
+    return np.concatenate(chunks)
