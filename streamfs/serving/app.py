@@ -72,6 +72,7 @@ class Server:
         self.reads: RedisReads | AsyncClientReads | None = None  # the online reads' HGETs
         self.topic_stats: Any = None  # streamfs.serving.freshness.TopicStats
         self._tasks: list[asyncio.Task[None]] = []
+        self._registry_end: int | None = None  # the registry topic's end offset last seen
 
     async def start(self) -> None:
         import redis.asyncio
@@ -103,19 +104,41 @@ class Server:
             await self.redis.aclose()
 
     async def refresh(self) -> None:
-        """Reload the registry snapshot (keeps the old one if the registry cannot be read)."""
+        """Reload the registry snapshot (keeps the old one if the registry cannot be read).
+
+        Both the load and the compiling of views run on a thread: milliseconds of work
+        every ``refresh_s`` that would otherwise stall every request waiting behind it.
+        """
         try:
             state = await asyncio.to_thread(self._load_registry)
         except StreamfsError as exc:
             log.warning("registry_refresh_failed", error=str(exc))
             return
-        self.catalog = Catalog.of(state, self.clock(), self.catalog)
+        self.catalog = await asyncio.to_thread(Catalog.of, state, self.clock(), self.catalog)
         self.metrics.registry_loaded.set(self.catalog.loaded_at_ms)
 
     async def _refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(self.options.refresh_s)
-            await self.refresh()
+            if await self._registry_moved():
+                await self.refresh()
+
+    async def _registry_moved(self) -> bool:
+        """Whether the registry topic grew since the last look (``True`` when that cannot be
+        told). Loading the registry reads the whole topic with a new consumer, 60-80 ms of
+        a thread's work and thousands of objects for the collector; asking for its end
+        offset is one request. Every registry change is a new record, so an unchanged end
+        offset means an unchanged registry; a record landing during a load moves it again."""
+        if self.topic_stats is None or not self.settings.kafka_bootstrap:
+            return True
+        topic = self.settings.registry_topic
+        try:
+            end: int = (await self.topic_stats.end_offsets([topic]))[topic]
+        except Exception as exc:  # best effort: reload as if it moved
+            log.warning("registry_offsets_failed", error=repr(exc))
+            return True
+        moved, self._registry_end = end != self._registry_end, end
+        return moved
 
     async def _topic_stats_forever(self) -> None:
         while True:

@@ -178,3 +178,23 @@ async def test_the_catalog_keeps_a_layout_object_until_its_view_changes(
     for _ in range(2):
         with pytest.raises(UnknownFeatureError, match="nope"):
             reloaded.selection(["nope"])
+
+
+class FakeTopicStats:
+    def __init__(self) -> None:
+        self.ends = [0, 0, 3, 3, 4]
+
+    async def end_offsets(self, topics: list[str]) -> dict[str, int]:
+        if not self.ends:
+            raise OSError("Kafka went away")
+        return {topics[0]: self.ends.pop(0)}
+
+
+async def test_the_server_reloads_the_registry_only_when_its_topic_moved(
+    deployment: Deployment,
+) -> None:
+    server = Server(deployment.settings, ServerOptions(), deployment.store.registry_state)
+    server.topic_stats = FakeTopicStats()
+    moved = [await server._registry_moved() for _ in range(6)]
+    # first look, same, grown, same, grown, unknown (reload to be safe)
+    assert moved == [True, False, True, False, True, True]
