@@ -80,6 +80,7 @@ class Result:
     seconds: float
     steady_seconds: float | None = None
     peak_rss_mb: float | None = None
+    cpu_seconds: float | None = None  # the process's user + system time, threads included
     note: str = ""
 
     @property
@@ -272,15 +273,20 @@ class RssWatch:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.peak_kb = 0
+        self.cpu_s = 0.0
 
     def poll(self) -> None:
         try:
             text = Path(f"/proc/{self.pid}/status").read_text()
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
         except OSError:
             return
         for line in text.splitlines():
             if line.startswith(("VmHWM:", "VmRSS:")):
                 self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+        # Fields 14 and 15 (utime, stime) in clock ticks, after the parenthesised name.
+        fields = stat.rpartition(")")[2].split()
+        self.cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def drain(
@@ -338,6 +344,7 @@ async def drain(
         elapsed,
         steady_seconds=None if steady is None else total / steady,
         peak_rss_mb=watch.peak_kb / 1024,
+        cpu_seconds=watch.cpu_s,
     )
 
 
@@ -486,12 +493,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" {platform.python_implementation()} {platform.python_version()}"
     )
     print()
-    print("| consumer | events/s (from start) | events/s (after first commit) | s | peak RSS MB |")
-    print("|---|---|---|---|---|")
+    print(
+        "| consumer | events/s (from start) | events/s (after first commit) | s | CPU s"
+        " | peak RSS MB |"
+    )
+    print("|---|---|---|---|---|---|")
     for r in results:
         steady = "" if r.steady_seconds is None else f"{r.events / r.steady_seconds:,.0f}"
         rss = "" if r.peak_rss_mb is None else f"{r.peak_rss_mb:,.0f}"
-        print(f"| {r.name} | {r.rate:,.0f} | {steady} | {r.seconds:.1f} | {rss} |")
+        cpu = "" if r.cpu_seconds is None else f"{r.cpu_seconds:.1f}"
+        print(f"| {r.name} | {r.rate:,.0f} | {steady} | {r.seconds:.1f} | {cpu} | {rss} |")
     by_name = {r.name: r for r in results}
     worker = by_name.get("streamfs worker")
     if worker:

@@ -202,6 +202,7 @@ async def test_a_backfilled_entity_keeps_its_history_when_new_events_stream_in(
         subprocess.run,
         [sys.executable, "-m", "streamfs.cli", "backfill", "--source", "purchases",
          "--from", str(tmp_path / "history.jsonl"), "--to-online",
+         "--rejects", str(tmp_path / "rejects.jsonl"),
          "--offline-root", str(tmp_path / "offline")],
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
         env=services.env() | {
