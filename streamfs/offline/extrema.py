@@ -101,22 +101,21 @@ def window_extreme(
     partial = hi > mid
     if whole.any():
         group = np.append(np.cumsum(starts) - 1, len(first))  # index n: past the last group
-        a, b = group[lo], group[mid]
-        length = b - a
-        level = np.zeros(len(lo), np.int64)
-        level[whole] = np.floor(np.log2(length[whole])).astype(np.int64)
+        a, b = group[lo[whole]], group[mid[whole]]
+        level = np.frexp(b - a)[1] - 1  # floor(log2(b - a)), exact for integers
         top = int(level.max())
         short = int((mid - lo)[whole].sum()) <= n * (top + 2)
         if short if direct is None else direct:
             out[whole] = ranges(values, lo[whole], mid[whole], ufunc)
         else:
-            table = ufunc.reduceat(values, first)
-            for j in range(top + 1):
-                if j:
-                    half = 1 << (j - 1)
-                    table = ufunc(table[:-half], table[half:])
-                chosen = whole & (level == j)
-                out[chosen] = ufunc(table[a[chosen]], table[b[chosen] - (1 << j)])
+            # table[j, g]: the extreme of groups g .. g + 2^j - 1 (tails past the end unused)
+            table = np.empty_like(values, shape=(top + 1, len(first)))
+            table[0] = ufunc.reduceat(values, first)
+            for j in range(1, top + 1):
+                half = 1 << (j - 1)
+                table[j] = table[j - 1]
+                ufunc(table[j - 1, :-half], table[j - 1, half:], out=table[j, :-half])
+            out[whole] = ufunc(table[level, a], table[level, b - (1 << level)])
     if partial.any():
         longest = int(np.diff(np.append(first, n)).max())
         passes = max(1, longest.bit_length())

@@ -98,8 +98,12 @@ class _Events:
                 column = events.column(plan.values[f.value])
                 as_float = f.function in _FLOAT_ONLY or not pa.types.is_integer(column.type)
                 if (f.value, as_float) not in numbers:
+                    if column.null_count:
+                        column = pc.fill_null(column, 0)  # not selected: any value
+                    if as_float and not pa.types.is_floating(column.type):
+                        column = column.cast(pa.float64())  # integers, decimals (1.5 * items)
                     dtype = np.float64 if as_float else np.int64
-                    numbers[f.value, as_float] = _numpy(pc.fill_null(column, 0), dtype)
+                    numbers[f.value, as_float] = _numpy(column, dtype)
         masks = {sql: _numpy(events.column(c), np.bool_) for sql, c in plan.selections.items()}
         ids = _numpy(events.column("_k"), np.int64)
         return _Events(ids, _numpy(events.column("_ts"), np.int64), numbers, masks)
