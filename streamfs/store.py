@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from streamfs.definitions import FeatureView
 from streamfs.definitions.features import Duration
 from streamfs.errors import ConfigError
-from streamfs.online import OnlineRow, ValueCache, ViewLayout, read_online
+from streamfs.online import OnlineRow, Selection, ValueCache, ViewLayout, read_online
 from streamfs.registry.backend import Backend
 from streamfs.registry.plan import Plan, Topology, plan_apply, plan_register, plan_retire
 from streamfs.registry.records import RegistryError
@@ -72,6 +72,8 @@ class FeatureStore:
         self.layouts_ttl_s = 30.0  # how stale the cached view definitions may get
         self._redis_client: Any = None
         self._value_cache = ValueCache()  # hot entities are not decoded on every read
+        # Feature lists resolved against the cached layouts (they go with them).
+        self._selections: dict[tuple[str, ...], tuple[dict[str, ViewLayout], Selection]] = {}
 
     def _open(self) -> Backend:
         if self._backend is None:
@@ -216,14 +218,26 @@ class FeatureStore:
         """
         at = self._clock() if at_ms is None else at_ms
         layouts, namespace = self._reader_layouts(), self.settings.namespace
+        selection = self._selection(layouts, features)
         if isinstance(entity_keys, str | int):
             keys: Sequence[str | int] = [entity_keys]
             return read_online(
-                self._redis(), layouts, keys, features, at, namespace, self._value_cache
+                self._redis(), layouts, keys, selection, at, namespace, self._value_cache
             )[0]
         return read_online(
-            self._redis(), layouts, entity_keys, features, at, namespace, self._value_cache
+            self._redis(), layouts, entity_keys, selection, at, namespace, self._value_cache
         )
+
+    def _selection(self, layouts: dict[str, ViewLayout], features: Sequence[str]) -> Selection:
+        key = tuple(features)
+        known = self._selections.get(key)
+        if known is not None and known[0] is layouts:
+            return known[1]
+        selection = Selection.of(layouts, key)  # unknown names raise, every time
+        if len(self._selections) >= 1_024:
+            self._selections.clear()
+        self._selections[key] = (layouts, selection)
+        return selection
 
     read_online = get_online_features
 
