@@ -52,7 +52,7 @@ ARROW_TYPES = {
 }
 _NEEDS_VALUE = frozenset({"sum", "mean", "variance", "stddev", "first", "last", "min", "max"})
 _FLOAT_ONLY = frozenset({"variance", "stddev"})
-CHUNK_EVENTS = 400_000  # per chunk: a few MB per array, cache-sized
+CHUNK_EVENTS = 100_000  # per chunk: arrays of under 1 MB, cache-sized
 Bool = NDArray[np.bool_]
 T = TypeVar("T")
 
@@ -83,30 +83,48 @@ class EventPlan:
 
 @dataclass(frozen=True, slots=True)
 class _Events:
-    """The sorted events as numpy: ids, times, numeric inputs, selections (whole columns)."""
+    """The sorted events; each chunk converts its own rows to numpy (small copies that
+    reuse memory, where whole columns would each take fresh pages)."""
+
+    table: pa.Table
+    ids: NDArray[np.int32]  # entity id per event, whole column (to cut chunks)
+    numbers: dict[tuple[str, bool], str]  # (input SQL, as float) -> column
+    masks: dict[str, str]  # selection SQL -> column
+
+    @staticmethod
+    def of(events: pa.Table, plan: EventPlan, features: Sequence[VectorFeature]) -> _Events:
+        numbers: dict[tuple[str, bool], str] = {}
+        for f in features:
+            if f.function in _NEEDS_VALUE and f.function not in ("first", "last"):
+                column = plan.values[f.value]
+                integers = pa.types.is_integer(events.schema.field(column).type)
+                numbers[f.value, f.function in _FLOAT_ONLY or not integers] = column
+        ids = _numpy(events.column("_k"), np.int32)
+        return _Events(events, ids, numbers, plan.selections)
+
+    def rows(self, start: int, stop: int) -> _Rows:
+        part = self.table.slice(start, stop - start)
+        numbers = {}
+        for (sql, as_float), name in self.numbers.items():
+            column = part.column(name)
+            if column.null_count:
+                column = pc.fill_null(column, 0)  # not selected: any value
+            if as_float and not pa.types.is_floating(column.type):
+                column = column.cast(pa.float64())  # integers, decimals (1.5 * items)
+            numbers[sql, as_float] = _numpy(column, np.float64 if as_float else np.int64)
+        masks = {sql: _numpy(part.column(name), np.bool_) for sql, name in self.masks.items()}
+        ids = self.ids[start:stop].astype(np.int64)
+        return _Rows(ids, _numpy(part.column("_ts"), np.int64), numbers, masks)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """One chunk's events as numpy."""
 
     ids: I64
     times: I64
     numbers: dict[tuple[str, bool], NDArray[Any]]  # (input SQL, as float) -> values
     masks: dict[str, Bool]  # selection SQL -> mask
-
-    @staticmethod
-    def of(events: pa.Table, plan: EventPlan, features: Sequence[VectorFeature]) -> _Events:
-        numbers: dict[tuple[str, bool], NDArray[Any]] = {}
-        for f in features:
-            if f.function in _NEEDS_VALUE and f.function not in ("first", "last"):
-                column = events.column(plan.values[f.value])
-                as_float = f.function in _FLOAT_ONLY or not pa.types.is_integer(column.type)
-                if (f.value, as_float) not in numbers:
-                    if column.null_count:
-                        column = pc.fill_null(column, 0)  # not selected: any value
-                    if as_float and not pa.types.is_floating(column.type):
-                        column = column.cast(pa.float64())  # integers, decimals (1.5 * items)
-                    dtype = np.float64 if as_float else np.int64
-                    numbers[f.value, as_float] = _numpy(column, dtype)
-        masks = {sql: _numpy(events.column(c), np.bool_) for sql, c in plan.selections.items()}
-        ids = _numpy(events.column("_k"), np.int64)
-        return _Events(ids, _numpy(events.column("_ts"), np.int64), numbers, masks)
 
 
 @dataclass(slots=True)
@@ -133,11 +151,11 @@ class _Chunk:
     """The features over one chunk: events ``[start, stop)`` and the queries of their entities."""
 
     def __init__(self, events: _Events, start: int, stop: int, queries: _Queries, n: int) -> None:
-        self.events = events
-        self.start, self.stop = start, stop
+        self.rows = events.rows(start, stop)
+        self.start = start
         self.q = queries
         self.n_entities = n
-        ids, times = events.ids[start:stop], events.times[start:stop]
+        ids, times = self.rows.ids, self.rows.times
         self.selections = {"TRUE": _Selection(None, Timeline.build(ids, times, n), times)}
         self.cache: dict[tuple[Any, ...], Any] = {}
 
@@ -150,7 +168,7 @@ class _Chunk:
     def selection(self, sql: str) -> _Selection:
         found = self.selections.get(sql)
         if found is None:
-            mask = self.events.masks[sql][self.start : self.stop]
+            mask = self.rows.masks[sql]
             base = self.selections["TRUE"]
             if mask.all():
                 found = base
@@ -181,8 +199,8 @@ class _Chunk:
         """The input over the selection: int64 if integers (exact sums), else float64."""
 
         def make() -> NDArray[Any]:
-            as_float = f.function in _FLOAT_ONLY or (f.value, False) not in self.events.numbers
-            values = self.events.numbers[f.value, as_float][self.start : self.stop]
+            as_float = f.function in _FLOAT_ONLY or (f.value, False) not in self.rows.numbers
+            values = self.rows.numbers[f.value, as_float]
             return values if s.positions is None else values[s.positions]
 
         return self.memo(("values", f.value, f.selection, f.function in _FLOAT_ONLY), make)
@@ -253,7 +271,7 @@ def _query_order(entities: I64, times: I64) -> I64:
     return np.lexsort((times, entities))
 
 
-def _cuts(ids: I64, n_entities: int, target: int) -> I64:
+def _cuts(ids: NDArray[np.int32], n_entities: int, target: int) -> I64:
     """Entity ids where chunks of about ``target`` events start (0 first, ``n_entities`` last)."""
     pieces = max(1, len(ids) // target)
     if pieces == 1:
