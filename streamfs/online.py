@@ -262,7 +262,7 @@ class ValueCache:
     same layout object, and its ``as_of`` is inside the interval. So a cached read is
     exactly the read without cache, at any time; a 1 h count still falls to 0 an hour
     after the last event. A key gone from Redis (TTL) reads as no state, never cached
-    values. Bounded: past ``max_entries`` the oldest entries go first.
+    values. Bounded: past ``max_entries`` the oldest entries go first (0: no caching).
     """
 
     def __init__(self, max_entries: int = 10_000) -> None:
@@ -293,6 +293,8 @@ class ValueCache:
         last = state.last_event_time_ms
         as_of = as_of_ms(at_ms, last)
         values = view.finish(state.query(as_of))
+        if self.max_entries <= 0:  # caching off: every read decodes
+            return values, last
         from_ms, until_ms = validity(state, as_of)
         if entry is None and len(self._entries) >= self.max_entries:
             del self._entries[next(iter(self._entries))]  # the oldest inserted

@@ -182,3 +182,14 @@ def test_a_new_layout_object_is_computed_afresh_and_entries_are_bounded() -> Non
     assert len(cache) == 3
     decode_values(VIEW, "y", data, NAMES, t0 + 1, cache)
     assert cache.hits == 1
+
+
+def test_a_cache_of_no_entries_decodes_every_read() -> None:
+    t0 = 100 * DAY_MS
+    cache = ValueCache(max_entries=0)
+    data = _tiles([(t0, 10.0, "a")])
+    for _ in range(2):
+        assert decode_values(VIEW, "u", data, NAMES, t0, cache) == decode_values(
+            VIEW, "u", data, NAMES, t0
+        )
+    assert (cache.hits, cache.misses, len(cache)) == (0, 2, 0)

@@ -14,13 +14,20 @@ Measured, each server in its own process and the load generator (``wrk``) in ano
 - one entity x 10 features, HTTP ``GET`` p50/p99 at concurrency 1 and requests/s at
   concurrency 16 (streamfs ``GET /v1/features/online/{view}/{entity}``; Feast
   ``POST /get-online-features``, its only read route);
+- random entities (every read a different one of ``--entities``), c=1 and c=16, with
+  the server's value cache and with it off (``--value-cache 0``: every read decodes);
 - a batch of 100 entities x 10 features per request, concurrency 1;
-- the SDK in this process (``FeatureStore.get_online_features``), p50/p99 of one entity.
+- the SDK in this process (``FeatureStore.get_online_features``), p50/p99 of one entity;
+- the server's CPU time per request at c=16 (``/proc``), steadier than requests/s on
+  a shared machine, and the floor: a bare aiohttp server answering a fixed row
+  (``floor.py``), i.e. what this machine allows any Python server at that moment;
+- the load average before and after (the machine may be shared).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -135,7 +142,33 @@ def wrk(
         return float(number) * _UNITS[unit]
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    return {"p50_us": us(lat["50"]), "p99_us": us(lat["99"]), "rps": rps}
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return {"p50_us": us(lat["50"]), "p99_us": us(lat["99"]), "rps": rps, "requests": requests}
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """A server in its own process group, so that stopping it stops its children too."""
+    return subprocess.Popen(
+        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(server.pid, signal.SIGINT)
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(30)
+    with contextlib.suppress(ProcessLookupError):  # a child that outlived its parent
+        os.killpg(server.pid, signal.SIGKILL)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -197,11 +230,10 @@ def main() -> None:
         ENV_PREFIX + "KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
         ENV_PREFIX + "SCHEMA_REGISTRY_URL": settings.schema_registry_url or "",
     }
+    results["load_before"] = os.getloadavg()
     port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, str(REPO / "bench/online/serve.py"), "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    serve = [sys.executable, str(REPO / "bench/online/serve.py"), "--port", str(port)]
+    server = _start(serve, env)
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_http(f"{base}/readyz")
@@ -211,16 +243,35 @@ def main() -> None:
         assert served == values[users[0]], (served, values[users[0]])
         wrk(one, 1, 2)  # warm-up
         results["streamfs_c1"] = wrk(one, 1, args.duration)
+        before = cpu_s(server.pid)
         results["streamfs_c16"] = wrk(one, 16, args.duration)
-        # Random entities: every read decodes (the value cache rarely hits).
+        results["streamfs_c16"]["cpu_us"] = (
+            (cpu_s(server.pid) - before) * 1e6 / results["streamfs_c16"]["requests"]
+        )
+        # Random entities: each read a different entity (the value cache fills as it goes).
         paths = [f"/v1/features/online/{VIEW}/{u}?features={','.join(names)}" for u in users]
         results["streamfs_random_c1"] = wrk(base, 1, args.duration, paths=paths)
         results["streamfs_random_c16"] = wrk(base, 16, args.duration, paths=paths)
         batch = json.dumps({"entities": users[:100], "features": names})
         results["streamfs_batch100"] = wrk(f"{base}/v1/features/online", 1, args.duration, batch)
     finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(30)
+        _stop(server)
+    # The same server with no value cache: every read decodes its entity's tiles.
+    server = _start([*serve, "--value-cache", "0"], env)
+    try:
+        _wait_http(f"{base}/readyz")
+        wrk(base, 16, 2, paths=paths)  # warm-up
+        results["streamfs_nocache_random_c16"] = wrk(base, 16, args.duration, paths=paths)
+    finally:
+        _stop(server)
+    server = _start([sys.executable, str(REPO / "bench/online/floor.py"), "--port", str(port)])
+    try:
+        _wait_http(f"{base}/healthz")
+        wrk(one, 1, 2)  # warm-up
+        results["floor_c1"] = wrk(one, 1, args.duration)
+        results["floor_c16"] = wrk(one, 16, args.duration)
+    finally:
+        _stop(server)
 
     for _ in range(500):  # warm-up
         store.get_online_features(users[0], names)
@@ -246,6 +297,7 @@ def main() -> None:
 
     if not args.skip_feast:
         results.update(_feast(args, settings.redis_url, values, names, users))
+    results["load_after"] = os.getloadavg()
     print(json.dumps(results, indent=2))
     if args.append:
         with args.append.open("a") as out:
@@ -280,6 +332,7 @@ def _feast(
     server = subprocess.Popen(
         [feast, "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log"],
         cwd=repo / "repo", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its worker process goes down with it (_stop)
     )  # fmt: skip
     results: dict[str, Any] = {}
     try:
@@ -293,25 +346,40 @@ def _feast(
         batch = json.dumps({"features": feats, "entities": {"user_id": users[:100]}})
         results["feast_batch100"] = wrk(f"{base}/get-online-features", 1, args.duration, batch)
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        _stop(server)
     return results
 
 
 def _markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
-    def row(label: str, ours: str | None, theirs: str | None) -> str:
-        return f"| {label} | {ours or '-'} | {theirs or '-'} |\n"
+    def cell(key: str, field: str | None) -> str:
+        if key not in r:
+            return "-"
+        if field is None:
+            return f"{r[key]['rps']:,.0f}"
+        return f"{r[key][field]:,.0f} µs"
 
-    def us(key: str, field: str) -> str | None:
-        return f"{r[key][field]:,.0f} µs" if key in r else None
-
-    def rps(key: str) -> str | None:
-        return f"{r[key]['rps']:,.0f}" if key in r else None
-
+    rows = (
+        ("1 entity x 10, c=1, p50", "streamfs_c1", "feast_c1", "floor_c1", "p50_us"),
+        ("1 entity x 10, c=1, p99", "streamfs_c1", "feast_c1", "floor_c1", "p99_us"),
+        ("1 entity x 10, c=16, req/s", "streamfs_c16", "feast_c16", "floor_c16", None),
+        ("1 entity x 10, c=16, p99", "streamfs_c16", "feast_c16", "floor_c16", "p99_us"),
+        ("1 entity x 10, c=16, server CPU a request", "streamfs_c16", "-", "-", "cpu_us"),
+        ("random entity x 10, c=1, p50", "streamfs_random_c1", "-", "-", "p50_us"),
+        ("random entity x 10, c=1, p99", "streamfs_random_c1", "-", "-", "p99_us"),
+        ("random entity x 10, c=16, req/s", "streamfs_random_c16", "-", "-", None),
+        ("random, no value cache, c=16, req/s", "streamfs_nocache_random_c16", "-", "-", None),
+        ("100 entities x 10, c=1, p50", "streamfs_batch100", "feast_batch100", "-", "p50_us"),
+        ("100 entities x 10, c=1, p99", "streamfs_batch100", "feast_batch100", "-", "p99_us"),
+        ("SDK, 1 entity x 10, p50", "sdk", "-", "-", "p50_us"),
+        ("SDK, 1 entity x 10, p99", "sdk", "-", "-", "p99_us"),
+        ("SDK, 100 entities x 10, p50", "sdk_batch100", "-", "-", "p50_us"),
+    )
     ratio = r["streamfs_c16"]["rps"] / r["feast_c16"]["rps"] if "feast_c16" in r else None
+    load = " / ".join(
+        f"{when} {', '.join(f'{x:.2f}' for x in r[key])}"
+        for when, key in (("before", "load_before"), ("after", "load_after"))
+        if key in r
+    )
     return (
         f"\n## Online serving — `bench/online/run.py`\n\n"
         f"{datetime.now(UTC):%Y-%m-%d}. One server process each on the same Redis, with the"
@@ -319,28 +387,13 @@ def _markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
         f" as the load generator in its own process, {args.duration} s per phase;"
         f" Python {platform.python_version()}. Feast's `feast serve` (one worker) answers"
         " `POST /get-online-features`; streamfs `GET /v1/features/online/{view}/{entity}`"
-        " (batch: `POST /v1/features/online`). Values checked equal before timing.\n\n"
-        "| measure | streamfs | Feast |\n|---|---|---|\n"
+        " (batch: `POST /v1/features/online`). Values checked equal before timing. Floor:"
+        " a bare aiohttp server answering a fixed row (`floor.py`), what the machine allows"
+        f" any Python server in the same minutes. Load average (1, 5, 15 min): {load}.\n\n"
+        "| measure | streamfs | Feast | floor |\n|---|---|---|---|\n"
         + "".join(
-            row(
-                label,
-                us(ours, field) if field else rps(ours),
-                us(theirs, field) if field else rps(theirs),
-            )
-            for label, ours, theirs, field in (
-                ("1 entity x 10, c=1, p50", "streamfs_c1", "feast_c1", "p50_us"),
-                ("1 entity x 10, c=1, p99", "streamfs_c1", "feast_c1", "p99_us"),
-                ("1 entity x 10, c=16, req/s", "streamfs_c16", "feast_c16", None),
-                ("1 entity x 10, c=16, p99", "streamfs_c16", "feast_c16", "p99_us"),
-                ("random entity x 10, c=1, p50", "streamfs_random_c1", "-", "p50_us"),
-                ("random entity x 10, c=1, p99", "streamfs_random_c1", "-", "p99_us"),
-                ("random entity x 10, c=16, req/s", "streamfs_random_c16", "-", None),
-                ("100 entities x 10, c=1, p50", "streamfs_batch100", "feast_batch100", "p50_us"),
-                ("100 entities x 10, c=1, p99", "streamfs_batch100", "feast_batch100", "p99_us"),
-                ("SDK, 1 entity x 10, p50", "sdk", "-", "p50_us"),
-                ("SDK, 1 entity x 10, p99", "sdk", "-", "p99_us"),
-                ("SDK, 100 entities x 10, p50", "sdk_batch100", "-", "p50_us"),
-            )
+            f"| {label} | {cell(ours, field)} | {cell(theirs, field)} | {cell(floor, field)} |\n"
+            for label, ours, theirs, floor, field in rows
         )
         + (f"\nThroughput ratio at c=16: **{ratio:.1f}x** Feast.\n" if ratio else "")
     )

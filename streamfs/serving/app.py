@@ -28,6 +28,7 @@ from streamfs.errors import StreamfsError
 from streamfs.online import ValueCache
 from streamfs.push import Pusher
 from streamfs.registry.state import RegistryState
+from streamfs.serving import VALUE_CACHE_ENTRIES
 from streamfs.serving.catalog import Catalog
 from streamfs.serving.errors import error_status
 from streamfs.serving.metrics import ServerMetrics
@@ -49,7 +50,7 @@ class ServerOptions:
     max_body_bytes: int = MAX_BODY_BYTES
     max_entities: int = 1_000  # per online read
     stream_interval_s: float = 0.5  # how often a live entity view re-reads Redis
-    value_cache_entries: int = 50_000  # (view, entity) values kept computed, ~2 KB each
+    value_cache_entries: int = VALUE_CACHE_ENTRIES  # (view, entity) values kept computed
 
 
 class Server:

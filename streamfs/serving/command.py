@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from streamfs.errors import ConfigError
+from streamfs.serving import VALUE_CACHE_ENTRIES
 from streamfs.settings import Settings
 
 
@@ -35,6 +36,14 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.Argument
     )
     parser.add_argument(
         "--access-log", action="store_true", help="log every request (costs throughput)"
+    )
+    parser.add_argument(
+        "--value-cache",
+        type=int,
+        default=VALUE_CACHE_ENTRIES,
+        metavar="N",
+        help="(view, entity) values kept computed between reads, exact at any read time"
+        " (default %(default)s, about 2 KB each; 0: decode every read)",
     )
     parser.set_defaults(handler=run)
     return parser
@@ -77,7 +86,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.refresh <= 0:
         raise ConfigError(f"--refresh must be > 0 seconds, got {args.refresh}")
     store = FeatureStore(settings)
-    server = Server(settings, ServerOptions(refresh_s=args.refresh), store.registry_state)
+    if args.value_cache < 0:
+        raise ConfigError(f"--value-cache must be >= 0 entries, got {args.value_cache}")
+    options = ServerOptions(refresh_s=args.refresh, value_cache_entries=args.value_cache)
+    server = Server(settings, options, store.registry_state)
     app = build_app(server)
     app.on_startup.append(_freeze_heap)  # after the server's own startup (connections, catalog)
     web.run_app(
