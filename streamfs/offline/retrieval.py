@@ -24,6 +24,7 @@ timestamps (any unit or zone) or integers of epoch milliseconds.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import duckdb
@@ -41,7 +42,7 @@ from streamfs.offline.layout import source_dir
 from streamfs.offline.schema import log_schema
 from streamfs.offline.sql import OfflineQueryError, ViewQuery, quote, view_query
 from streamfs.offline.storage import resolve_root
-from streamfs.offline.vector import EventPlan, compute
+from streamfs.offline.vector import EventPlan, compute, sort_queries
 from streamfs.online import ViewLayout, resolve_features
 
 log = structlog.get_logger(__name__)
@@ -206,7 +207,7 @@ def get_historical_features(
         for i, (view_name, names) in enumerate(wanted.items()):
             view = by_name[view_name]
             query = view_query(view, names, prefix)
-            columns = _view_columns(con, i, table, (times, time_ok), view, query, root)
+            columns = _view_columns(con, i, table, (times, time_ok), view, query, root, threads)
             for name, requested in _requested(features, view, names):
                 result = result.append_column(requested, columns[name])
     finally:
@@ -253,6 +254,7 @@ def _view_columns(
     view: FeatureView,
     query: ViewQuery,
     root: str,
+    threads: int | None,
 ) -> dict[str, pa.Array]:
     """The view's features (and the derived features built on them), one value per row."""
     times, time_ok = when
@@ -268,12 +270,15 @@ def _view_columns(
         plan = EventPlan.of(query.vector)
         read = "".join(f", {c}" for c in plan.sql_columns())
         where = "FALSE" if latest is None else f"_event_time_ms <= {latest}"
-        events = con.sql(
-            f"SELECT d._k, _event_time_ms AS _ts{read} FROM ev{i} JOIN d{i} d"  # noqa: S608
-            f" ON _entity_key = d._key WHERE {where}"
-            " ORDER BY d._k, _event_time_ms, coalesce(_offset, -1)"
-        ).to_arrow_table()
-        columns |= compute(query.vector, plan, events, ids, times, valid, len(keys))
+        with ThreadPoolExecutor(1) as pool:  # sorting the queries overlaps DuckDB's work
+            sorting = pool.submit(sort_queries, ids, times, valid)
+            events = con.sql(
+                f"SELECT d._k, _event_time_ms AS _ts{read} FROM ev{i} JOIN d{i} d"  # noqa: S608
+                f" ON _entity_key = d._key WHERE {where}"
+                " ORDER BY d._k, _event_time_ms, coalesce(_offset, -1)"
+            ).to_arrow_table()
+            queries = sorting.result()
+        columns |= compute(query.vector, plan, events, queries, len(keys), threads)
     if query.aggregates:
         columns |= _window_columns(con, i, ids, times, valid, query)
     if query.derived:

@@ -144,6 +144,24 @@ class _Queries:
     valid: Bool
 
 
+@dataclass(frozen=True, slots=True)
+class SortedQueries:
+    """Query points sorted by ``(entity, time)`` (``order``: their input positions)."""
+
+    order: I64
+    queries: _Queries
+
+
+def sort_queries(entities: I64, times: I64, valid: Bool) -> SortedQueries:
+    """Sort the queries ``(entity id, time ms)`` where ``valid``; the others come first.
+
+    Needs no events, so it may run while DuckDB reads them.
+    """
+    q_entities, q_times = np.where(valid, entities, 0), np.where(valid, times, 0)
+    order = _query_order(q_entities, q_times)
+    return SortedQueries(order, _Queries(q_entities[order], q_times[order], valid[order]))
+
+
 Column = tuple[NDArray[Any], Bool | None]  # values, and where present (None: everywhere)
 
 
@@ -285,20 +303,17 @@ def compute(
     features: Sequence[VectorFeature],
     plan: EventPlan,
     events: pa.Table,
-    queries: tuple[I64, I64, Bool],
+    queries: SortedQueries,
     n_entities: int,
     threads: int | None = None,
 ) -> dict[str, pa.Array]:
-    """Each feature's values at every query ``(entity id, time ms, valid)``.
+    """Each feature's values at every query (:func:`sort_queries`), in input order.
 
     ``events`` has ``_k`` (entity id, ``0 <= id < n_entities``), ``_ts`` and the plan's
     columns, sorted by ``(_k, _ts, offset)``. Invalid queries get empty values.
     """
-    entities, times, valid = queries
     data = _Events.of(events, plan, features)
-    q_entities, q_times = np.where(valid, entities, 0), np.where(valid, times, 0)
-    order = _query_order(q_entities, q_times)
-    q = _Queries(q_entities[order], q_times[order], valid[order])
+    order, q = queries.order, queries.queries
     cuts = _cuts(data.ids, n_entities, CHUNK_EVENTS)
     e_at = np.searchsorted(data.ids, cuts)
     q_at = np.searchsorted(q.entities, cuts)
