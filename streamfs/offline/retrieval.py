@@ -270,12 +270,14 @@ def _view_columns(
         plan = EventPlan.of(query.vector)
         read = "".join(f", {c}" for c in plan.sql_columns())
         where = "FALSE" if latest is None else f"_event_time_ms <= {latest}"
+        # Offsets order ties in time only for first/last; a sort key fewer otherwise.
+        ties = any(f.function in ("first", "last") for f in query.vector)
+        order = "d._k, _event_time_ms" + (", coalesce(_offset, -1)" if ties else "")
         with ThreadPoolExecutor(1) as pool:  # sorting the queries overlaps DuckDB's work
             sorting = pool.submit(sort_queries, ids, times, valid)
             events = con.sql(
                 f"SELECT d._k, _event_time_ms AS _ts{read} FROM ev{i} JOIN d{i} d"  # noqa: S608
-                f" ON _entity_key = d._key WHERE {where}"
-                " ORDER BY d._k, _event_time_ms, coalesce(_offset, -1)"
+                f" ON _entity_key = d._key WHERE {where} ORDER BY {order}"
             ).to_arrow_table()
             queries = sorting.result()
         columns |= compute(query.vector, plan, events, queries, len(keys), threads)
