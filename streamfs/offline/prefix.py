@@ -15,9 +15,11 @@ around a per-entity reference, each value minus its entity's mean, so the runnin
 total returns to about zero at every entity boundary and a window's rounding is
 relative to its own entity's values, not to every event before it; the window
 sum is the centred difference plus ``n * mean``. Sums of squares for the
-variance are centred the same way. NaN and infinities are counted apart and
-give the IEEE result (NaN, or an infinity of one sign), never spreading into
-other windows.
+variance are centred the same way, and a window whose variance the subtraction
+cannot give to 1e-11 (a tight window far from its entity's mean) is summed again
+directly (:func:`pop_var`). NaN and infinities are counted apart and give the IEEE
+result (NaN, or an infinity of one sign), never spreading into other windows.
+Integer sums wrap on int64 overflow (beyond 9.2e18), where SQL would raise.
 
 Pure: numpy only.
 """
