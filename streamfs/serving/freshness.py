@@ -14,6 +14,7 @@ behind now; per source the event rate into its topic and how many went to the DL
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,9 @@ async def view_freshness(
     return ViewFreshness(layout.name, layout.version, len(keys), newest_event, newest_write, lag)
 
 
+METADATA_EVERY_S = 60.0  # how often topics not found yet are looked for again
+
+
 @dataclass(frozen=True, slots=True)
 class SourceStats:
     source: str
@@ -81,6 +85,7 @@ class TopicStats:
     def __init__(self, kafka_bootstrap: str | None, clock: Callable[[], int]) -> None:
         self._bootstrap, self._clock = kafka_bootstrap, clock
         self._consumer: Any = None
+        self._metadata_at = -METADATA_EVERY_S  # when the cluster's topics were last fetched
         self._previous: dict[str, tuple[int, int]] = {}  # topic -> (at ms, end offsets)
         self.latest: dict[str, SourceStats] = {}
 
@@ -98,10 +103,13 @@ class TopicStats:
         from aiokafka import TopicPartition
 
         consumer = await self._client()
-        if any(consumer.partitions_for_topic(t) is None for t in topics):
-            # A topic created since the last look. Only then: the update fetches every
-            # topic of the cluster, ~20 ms of the event loop's time with a thousand topics.
+        unknown = any(consumer.partitions_for_topic(t) is None for t in topics)
+        if unknown and time.monotonic() - self._metadata_at >= METADATA_EVERY_S:
+            # A topic not seen yet (perhaps created since): look again, but not at every
+            # sample: the update fetches every topic of the cluster, ~20 ms of the event
+            # loop and thousands of objects with the thousand topics of a shared Kafka.
             await consumer._client.force_metadata_update()
+            self._metadata_at = time.monotonic()
         partitions = [
             TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
         ]
