@@ -324,7 +324,7 @@ def compute(
         chunk = _Chunk(data, b[0], b[1], mine, n_entities)
         return [chunk.feature(f) for f in features]
 
-    workers = threads or len(os.sched_getaffinity(0))
+    workers = threads or _cores()
     with ThreadPoolExecutor(max(1, min(workers, len(cuts) - 1))) as pool:
         parts = list(pool.map(run, range(len(cuts) - 1)))
     back = np.empty_like(order)
@@ -347,6 +347,14 @@ def compute(
             array = pc.if_else(pa.array(present), array, pa.scalar(None, array.type))
         out[f.name] = array.cast(ARROW_TYPES[f.dtype])
     return out
+
+
+def _cores() -> int:
+    """The cores this process may run on (all of them where that cannot be asked)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def _present(parts: list[list[Column]], j: int) -> Bool:
