@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import getpass
+import json
 import os
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
@@ -68,6 +69,7 @@ class FeatureStore:
         self._who = who if who is not None else getpass.getuser()
         self._clock = clock if clock is not None else (lambda: time.time_ns() // 1_000_000)
         self._layouts: dict[str, ViewLayout] | None = None
+        self._layouts_state: RegistryState | None = None  # what they were built from
         self._layouts_at = 0.0
         self.layouts_ttl_s = 30.0  # how stale the cached view definitions may get
         self._redis_client: Any = None
@@ -179,10 +181,16 @@ class FeatureStore:
     # --- online ------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Reload the served views from the registry (reads use a cached copy)."""
+        """Reload the served views from the registry (reads use a cached copy). A view
+        whose definition did not change keeps its layout object, and with it the values
+        cached for it."""
         from streamfs.plans import reader_layouts
 
-        self._layouts = reader_layouts(self.registry_state())
+        state = self.registry_state()
+        layouts = reader_layouts(state)
+        if self._layouts is not None and self._layouts_state is not None:
+            keep_unchanged_layouts(self._layouts_state, self._layouts, state, layouts)
+        self._layouts, self._layouts_state = layouts, state
         self._layouts_at = time.monotonic()
 
     def _reader_layouts(self) -> dict[str, ViewLayout]:
@@ -293,6 +301,37 @@ class FeatureStore:
         return get_historical_features(
             entity_df, features, views, root, timestamp_column=timestamp_column
         )
+
+
+def keep_unchanged_layouts(
+    old_state: RegistryState,
+    old_layouts: Mapping[str, ViewLayout],
+    state: RegistryState,
+    layouts: dict[str, ViewLayout],
+) -> None:
+    """Put back into ``layouts`` (built from ``state``) the old layout object of each view
+    whose served definition is the same record as in ``old_state``.
+
+    Readers' value caches trust only the very layout object they computed with (see
+    :class:`~streamfs.online.ValueCache`); a reload that changed nothing must not make
+    every entity decode again.
+    """
+    for name, layout in layouts.items():
+        old = old_layouts.get(name)
+        if old is not None and _definition(old_state, old) == _definition(state, layout):
+            layouts[name] = old
+
+
+def _definition(state: RegistryState, layout: ViewLayout) -> tuple[int, int, str] | None:
+    """What a reader layout is built from: the newest record of its state version."""
+    records = [
+        r
+        for r in state.history("view", layout.name)
+        if not r.removed and r.state_version == layout.version
+    ]
+    if not records:
+        return None
+    return layout.version, records[-1].version, json.dumps(records[-1].spec, sort_keys=True)
 
 
 def default_offline_root(settings: Settings) -> str:

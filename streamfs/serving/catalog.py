@@ -8,7 +8,6 @@ the plain JSON the API and the web view show (views, features, versions, lineage
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +43,7 @@ class Catalog:
         ``previous``'s layout object, so values cached for it stay usable (the value
         cache trusts only the very layout it computed with)."""
         from streamfs.plans import reader_layouts
+        from streamfs.store import keep_unchanged_layouts
 
         sources = {}
         for name in state.names("source"):
@@ -52,12 +52,7 @@ class Catalog:
                 sources[name] = source_from_json(record.spec)
         layouts = reader_layouts(state)
         if previous is not None:
-            for name, layout in layouts.items():
-                old = previous.layouts.get(name)
-                if old is not None and _definition(previous.state, old) == _definition(
-                    state, layout
-                ):
-                    layouts[name] = old
+            keep_unchanged_layouts(previous.state, previous.layouts, state, layouts)
         return cls(state, layouts, sources, now_ms)
 
     @classmethod
@@ -149,18 +144,6 @@ class Catalog:
         if layout is None:
             raise NotFoundError(f"feature view {name!r} is not registered")
         return layout
-
-
-def _definition(state: RegistryState, layout: ViewLayout) -> tuple[int, int, str] | None:
-    """What a reader layout was built from: the newest record of its state version."""
-    records = [
-        r
-        for r in state.history("view", layout.name)
-        if not r.removed and r.state_version == layout.version
-    ]
-    if not records:
-        return None
-    return layout.version, records[-1].version, json.dumps(records[-1].spec, sort_keys=True)
 
 
 def _feature_summary(info: Any) -> dict[str, Any]:

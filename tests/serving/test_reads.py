@@ -161,17 +161,24 @@ async def test_a_batch_mixes_known_unknown_and_repeated_entities_in_order(
     await tiles.client.aclose()
 
 
-async def test_the_catalog_keeps_a_layout_object_until_its_view_changes(
+async def test_the_catalog_and_the_sdk_keep_a_layout_object_until_its_view_changes(
     deployment: Deployment,
 ) -> None:
-    first = Catalog.of(deployment.store.registry_state(), 1)
-    again = Catalog.of(deployment.store.registry_state(), 2, first)
+    store = deployment.store
+    first = Catalog.of(store.registry_state(), 1)
+    again = Catalog.of(store.registry_state(), 2, first)
     assert again.layouts[VIEW] is first.layouts[VIEW]
+    store.refresh()  # the SDK's copy, the same way
+    sdk_first = store._reader_layouts()[VIEW]
+    store.refresh()
+    assert store._reader_layouts()[VIEW] is sdk_first
     user, source, view = purchase_view(deployment.topic)
     assert isinstance(view, FeatureView)
-    deployment.store.apply([user, source, dataclasses.replace(view, description="Again.")])
-    reloaded = Catalog.of(deployment.store.registry_state(), 3, again)
+    store.apply([user, source, dataclasses.replace(view, description="Again.")])
+    reloaded = Catalog.of(store.registry_state(), 3, again)
     assert reloaded.layouts[VIEW] is not first.layouts[VIEW]
+    store.refresh()
+    assert store._reader_layouts()[VIEW] is not sdk_first
     assert reloaded.layouts[VIEW].feature_names == first.layouts[VIEW].feature_names
     # Resolved feature lists are per snapshot, and unknown names still fail every time.
     assert reloaded.selection(["purchases_1h"]) is reloaded.selection(["purchases_1h"])
