@@ -19,7 +19,9 @@ variance are centred the same way, and a window whose variance the subtraction
 cannot give to 1e-11 (a tight window far from its entity's mean) is summed again
 directly (:func:`pop_var`). NaN and infinities are counted apart and give the IEEE
 result (NaN, or an infinity of one sign), never spreading into other windows.
-Integer sums wrap on int64 overflow (beyond 9.2e18), where SQL would raise.
+Integer prefix sums that could pass int64 (beyond 9.2e18) are kept as Python ints:
+exact, and a window sum that does not fit its int64 column is refused when the
+column is built, never wrapped.
 
 Pure: numpy only.
 """
@@ -99,7 +101,16 @@ class Timeline:
 
 
 def prefix(values: NDArray[Number]) -> NDArray[Number]:
-    """``P`` with ``P[i]`` the sum of ``values[:i]`` (so ``P[hi] - P[lo]`` sums a range)."""
+    """``P`` with ``P[i]`` the sum of ``values[:i]`` (so ``P[hi] - P[lo]`` sums a range).
+
+    Integers whose running total could pass int64 are summed as Python ints (an object
+    array) instead of wrapping around."""
+    if values.dtype.kind == "i" and len(values):
+        largest = max(abs(int(values.max())), abs(int(values.min())))
+        if largest * len(values) >= 2**63:
+            exact = np.zeros(len(values) + 1, dtype=object)
+            exact[1:] = np.cumsum(values.astype(object))
+            return exact
     out = np.zeros(len(values) + 1, values.dtype)
     np.cumsum(values, out=out[1:])
     return out

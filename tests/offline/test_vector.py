@@ -18,7 +18,7 @@ from streamfs.definitions import Aggregation, FeatureView
 from streamfs.ingest import Event
 from streamfs.offline.extrema import window_extreme
 from streamfs.offline.log import OfflineSink
-from streamfs.offline.prefix import FloatSums, Runs, Timeline, pop_var, window_start
+from streamfs.offline.prefix import FloatSums, Runs, Timeline, pop_var, prefix, window_start
 from streamfs.offline.retrieval import get_historical_features
 from tests.definitions.helpers import USER, purchases
 from tests.offline.helpers import T0, brute_force
@@ -240,3 +240,13 @@ def test_retrieval_equals_brute_force(
                 assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9), (user, t, name)
             else:
                 assert got == want, (user, t, name, got, want)
+
+
+@given(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=30), st.data())
+def test_integer_prefix_sums_never_wrap(values: list[int], data: st.DataObject) -> None:
+    """Range sums from the prefix are the exact integer sums, even where a running total
+    passes int64 (such totals are kept as Python ints rather than wrapped)."""
+    sums = prefix(np.array(values, np.int64))
+    lo = data.draw(st.integers(0, len(values)))
+    hi = data.draw(st.integers(lo, len(values)))
+    assert int(sums[hi] - sums[lo]) == sum(values[lo:hi])
