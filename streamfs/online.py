@@ -297,7 +297,9 @@ class ValueCache:
             return values, last
         from_ms, until_ms = validity(state, as_of)
         if entry is None and len(self._entries) >= self.max_entries:
-            del self._entries[next(iter(self._entries))]  # the oldest inserted
+            oldest = next(iter(self._entries), None)  # the oldest inserted
+            if oldest is not None:  # pop, not del: SDK threads may share a store
+                self._entries.pop(oldest, None)
         self._entries[key] = _Cached(view, tiles, values, last, from_ms, until_ms)
         return values, last
 

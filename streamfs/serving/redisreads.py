@@ -3,17 +3,17 @@
 Why not ``redis.asyncio`` here: one ``HGET`` through it costs about 80 µs of Python
 (connection pool, retry wrapper, per-command timeouts and locks), more than
 everything else a read does together. This connection is an
-:class:`asyncio.Protocol` that writes the RESP request as one ``write`` and resolves
-one future when all its replies have arrived (parsed by hiredis, which ``redis[hiredis]``
-already installs), so concurrent requests share one socket and Redis's ordering
-pairs replies with requests: about 10 µs a read.
+:class:`asyncio.Protocol`: the commands of every read issued in one turn of the event
+loop leave in one ``write``, replies are parsed by hiredis (which ``redis[hiredis]``
+already installs) and paired with their reads by Redis's ordering, one future per
+read. About 12 µs a command with 16 reads in flight, against 55 for ``redis.asyncio``.
 
 It only reads. The server keeps its ``redis.asyncio`` client for everything else
 (readiness checks, the web view's streams). A lost connection fails the reads in
 flight with :class:`ConnectionError` (the API answers 503) and the next read
 connects again. ``redis://`` and ``unix://`` URLs, with a password, user and db,
-are supported; :func:`open_reads` returns ``None`` for others (TLS), and the server
-then reads through ``redis.asyncio``.
+are supported; for others (TLS) :meth:`RedisReads.supports` is false and the server
+reads through ``redis.asyncio`` (:class:`AsyncClientReads`).
 """
 
 from __future__ import annotations
@@ -133,6 +133,8 @@ class RedisReads:
 
     async def hget(self, keys: Sequence[str], field: str) -> list[bytes | None]:
         """``HGET key field`` for each key, in order, in one round trip."""
+        if not keys:
+            return []
         protocol = self._protocol
         if protocol is None or protocol.lost is not None:
             protocol = await self._connect()

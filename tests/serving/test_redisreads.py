@@ -52,6 +52,7 @@ async def test_concurrent_reads_each_get_their_own_replies(
         with pytest.raises(ResponseError, match="WRONGTYPE"):
             await reads.hget([f"{prefix}:1", f"{prefix}:string"], "t")
         assert await reads.hget([f"{prefix}:2"], "t") == [b"tiles-2"]  # still in step
+        assert await reads.hget([], "t") == []
         # The same answers through redis.asyncio, the fallback for URLs it does not speak.
         client = redis.asyncio.Redis.from_url(services.redis_url)
         other = AsyncClientReads(client)
