@@ -140,15 +140,7 @@ async def test_online_equals_offline_after_late_and_out_of_order_events(
     users = sorted({e["user_id"] for e in events})
 
     def online_exact() -> bool:
-        at = time.time_ns() // 1_000_000
-        rows = deployment.store.get_online_features(users, NAMES, at_ms=at)
-        assert isinstance(rows, list)
-        try:
-            for user, row in zip(users, rows, strict=True):
-                assert_close(row.values, _expected(events, user, at))
-        except AssertionError:
-            return False
-        return True
+        return _online_exact(deployment, users, events)
 
     await wait_until(online_exact, 60, "the worker to catch up")
     # ...then events three days late: the DLQ's, in neither store.
@@ -216,17 +208,22 @@ async def test_a_backfilled_entity_keeps_its_history_when_new_events_stream_in(
     users = sorted({e["user_id"] for e in streamed})
 
     def history_kept() -> bool:
-        at = time.time_ns() // 1_000_000
-        rows = deployment.store.get_online_features(users, NAMES, at_ms=at)
-        assert isinstance(rows, list)
-        try:
-            for user, row in zip(users, rows, strict=True):
-                assert_close(row.values, _expected(events, user, at))
-        except AssertionError:
-            return False
-        return True
+        return _online_exact(deployment, users, events)
 
     await wait_until(history_kept, 60, "online values over the backfill and the stream")
+
+
+def _online_exact(deployment: Deployment, users: list[str], events: list[dict[str, Any]]) -> bool:
+    """Every user's online values now equal a brute force over ``events``."""
+    at = time.time_ns() // 1_000_000
+    rows = deployment.store.get_online_features(users, NAMES, at_ms=at)
+    assert isinstance(rows, list)
+    try:
+        for user, row in zip(users, rows, strict=True):
+            assert_close(row.values, _expected(events, user, at))
+    except AssertionError:
+        return False
+    return True
 
 
 def _expected(events: list[dict[str, Any]], user: str, at_ms: int) -> dict[str, Any]:
