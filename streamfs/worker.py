@@ -116,6 +116,7 @@ class SourceRuntime:
             total.rejects += result.rejects
             total.skipped_replays += result.skipped_replays
             total.events += result.events
+            total.tiles.update(result.tiles)
             states.append((partition, result.state))
         # Sinks first, all at once; the state (with its changelog) only once they accepted.
         await asyncio.gather(
