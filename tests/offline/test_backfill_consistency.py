@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from streamfs.offline import command
 from streamfs.settings import Settings
-from streamfs.store import FeatureStore
 from tests.offline.helpers import rich_view
 
 pytestmark = pytest.mark.timeout(120)
@@ -43,20 +41,9 @@ def rows(now_ms: int) -> list[dict[str, object]]:
 
 
 def test_backfill_keeps_good_rows_reports_bad_ones_and_online_equals_offline(
-    tmp_path: Path,
-    kafka_bootstrap: str,
-    redis_url: str,
-    unique: Callable[[str], str],
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, store_settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = Settings(
-        kafka_bootstrap=kafka_bootstrap,
-        redis_url=redis_url,
-        registry_topic=unique("registry"),
-        namespace=unique("ns"),
-    )
-    view = rich_view()
-    FeatureStore(settings).apply([view.entity, view.source, view])
+    settings, view = store_settings, rich_view()
     now_ms = time.time_ns() // 1_000_000
     good = rows(now_ms)
     lines = [json.dumps(r) for r in good[:30]]

@@ -7,7 +7,6 @@ import asyncio
 import csv
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,19 +52,6 @@ def online_values(settings: Settings, users: list[str], at_ms: int) -> list[dict
     rows = FeatureStore(settings).get_online_features(users, features, at_ms=at_ms)
     assert isinstance(rows, list)
     return [{n.rpartition(":")[2]: v for n, v in r.values.items()} for r in rows]
-
-
-@pytest.fixture
-def store_settings(kafka_bootstrap: str, redis_url: str, unique: Callable[[str], str]) -> Settings:
-    settings = Settings(
-        kafka_bootstrap=kafka_bootstrap,
-        redis_url=redis_url,
-        registry_topic=unique("registry"),
-        namespace=unique("ns"),
-    )
-    view = rich_view()
-    FeatureStore(settings).apply([view.entity, view.source, view])
-    return settings
 
 
 def test_csv_and_parquet_bad_rows_by_file_and_row_and_online_equals_brute_force(
