@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 from streamfs.online import OnlineWrite
 from streamfs.schemas.sample import ShopEvents
@@ -87,3 +87,64 @@ async def test_a_batch_over_partitions_reaches_each_sink_once_with_live_tiles() 
     assert len(offline["events"]) == len(records)
     # Every write's tiles are handed over, from both partitions.
     assert set(offline["tiles"]) == {w.key for w in sinks.online}
+
+
+class FakeFetchConsumer:
+    """What :meth:`BatchDeliveryConsumer._deliver` uses of Faust's consumer."""
+
+    def __init__(self, read_offsets: dict[str, int | None]) -> None:
+        self.delivered: list[tuple[str, int]] = []
+        self.gaps: list[tuple[str, int, int]] = []
+        self._read_offset: dict[str, int | None] = read_offsets
+        self._commit_every: int | None = None
+        self._n_acked = 0
+        self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+
+    async def callback(self, message: Any) -> None:
+        self.delivered.append((message.tp, message.offset))
+
+    async def _add_gap(self, tp: str, offset_from: int, offset_to: int) -> None:
+        self.gaps.append((tp, offset_from, offset_to))
+
+
+async def test_batch_delivery_hands_over_a_fetch_in_order_as_faust_would() -> None:
+    # Faust's per-message rules, kept per message in one task: offsets below a
+    # partition's read offset are dropped, a jump past it is recorded as a gap (its
+    # offsets count as acknowledged), and each delivered offset becomes the read offset.
+    from streamfs.worker import BatchDeliveryConsumer
+
+    def message(tp: str, offset: int) -> tuple[str, Any]:
+        return tp, SimpleNamespace(tp=tp, topic="t", offset=offset)
+
+    async def fetched() -> Any:
+        for item in [message("a", 4), message("a", 5), message("b", 0), message("a", 9)]:
+            yield item
+
+    consumer = FakeFetchConsumer({"a": 4, "b": None})
+    await BatchDeliveryConsumer._deliver(cast(Any, consumer), fetched())
+    assert consumer.delivered == [("a", 4), ("a", 5), ("b", 0), ("a", 9)]
+    assert consumer.gaps == [("a", 6, 9)]
+    assert consumer._read_offset == {"a": 9, "b": 0}
+
+    consumer = FakeFetchConsumer({"a": 5})
+
+    async def replayed() -> Any:
+        for item in [message("a", 3), message("a", 5), message("a", 6)]:
+            yield item
+
+    await BatchDeliveryConsumer._deliver(cast(Any, consumer), replayed())
+    assert consumer.delivered == [("a", 5), ("a", 6)]  # 3 was read already
+    assert consumer.gaps == []
+
+
+def test_the_worker_app_fetches_with_batch_delivery(tmp_path: Path) -> None:
+    from streamfs.worker import BatchDeliveryConsumer, build_app
+
+    options = WorkerOptions(
+        app_id=f"test-{uuid.uuid4().hex[:8]}",
+        kafka_bootstrap="127.0.0.1:9",
+        redis_url="redis://127.0.0.1:9/0",
+        data_dir=tmp_path,
+    )
+    app, _ = build_app(options, [], lambda plans: cast(Any, None), lambda topic: 1)
+    assert app.transport.Consumer is BatchDeliveryConsumer
