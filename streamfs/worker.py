@@ -377,7 +377,7 @@ def build_app(
         return dlq_sink
 
     if offline_sink is None and options.offline_root:
-        offline_sink = OfflineSink(options.offline_root)
+        offline_sink = OfflineSink(options.offline_root, background_merges=True)
 
     async def close_sinks(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # The consumer has stopped: no batch is running. Merge the offline log's open

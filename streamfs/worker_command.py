@@ -161,7 +161,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
         start_http_server(args.metrics_port, addr=args.metrics_host)
     offline = (
-        OfflineSink.from_settings(options.offline_root, settings) if options.offline_root else None
+        OfflineSink.from_settings(options.offline_root, settings, background_merges=True)
+        if options.offline_root
+        else None
     )
     app, runtimes = build_app(
         options, plans, make_engine, lambda topic: partitions[topic], offline_sink=offline

@@ -18,6 +18,13 @@ Small per-batch files are merged as the worker goes and files are closed by size
 and by time (:mod:`streamfs.offline.rolling`). The root is a local path or any
 pyarrow filesystem URI (:class:`streamfs.offline.location.Location`).
 
+With ``background_merges`` (the worker's setting) a merge is written by a thread of
+its own while the batches go on, so a batch waits only for its own small files: a
+merged file is written under a temporary name there, and put in place (renamed, its
+inputs deleted) by the next write of its partition, or by :meth:`OfflineSink.flush`.
+Until then its inputs stay the visible files. A partition has one merge in flight at
+a time, and a replay waits for it before it lists or cuts files.
+
 While a merge or a replay's clean-up runs, a concurrent reader may see a row twice
 for the milliseconds between the new file's rename and the old files' deletion;
 a crash there leaves files that the next listing of the partition removes
@@ -38,6 +45,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,6 +126,17 @@ class _Segment:
     files: list[OpenFile] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Merged:
+    """A merge of ``inputs`` written to ``temp``, to be renamed to ``target``."""
+
+    date_dir: str
+    inputs: tuple[OpenFile, ...]
+    temp: str
+    file: OpenFile  # the merged file, at its final path
+    closes: bool  # the merge closes its segment: the file joins none
+
+
 @dataclass(slots=True)
 class _Partition:
     """What the sink knows of one partition's files in one log directory."""
@@ -126,13 +145,15 @@ class _Partition:
     known: dict[str, FileRange]  # every file of the partition, by path
     segments: dict[str, _Segment] = field(default_factory=dict)  # by date directory
     next_offset: int | None = None  # where a batch that continues the last one starts
+    merging: Future[_Merged] | None = None  # the background merge in flight
 
 
 class OfflineSink:
     """Appends validated events (and feature snapshots) to the Parquet log (module doc).
 
     ``policy`` sets when files are merged and closed (:class:`RollPolicy`);
-    ``clock`` (epoch ms) times segments and stamps snapshots.
+    ``clock`` (epoch ms) times segments and stamps snapshots; ``background_merges``:
+    merge on a thread of the sink's own, off the batches' path (module doc).
     """
 
     def __init__(
@@ -142,6 +163,7 @@ class OfflineSink:
         *,
         policy: RollPolicy | None = None,
         clock: Callable[[], int] = _wall_clock_ms,
+        background_merges: bool = False,
     ) -> None:
         self.location = Location.of(root)
         self.root = root if isinstance(root, str) else str(root)
@@ -153,15 +175,20 @@ class OfflineSink:
         self._parts: dict[tuple[str, int], _Partition] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        self._merger = (
+            ThreadPoolExecutor(1, thread_name_prefix="offline-merge") if background_merges else None
+        )
 
     @classmethod
-    def from_settings(cls, root: str | Location, settings: Settings) -> OfflineSink:
+    def from_settings(
+        cls, root: str | Location, settings: Settings, *, background_merges: bool = False
+    ) -> OfflineSink:
         """A sink with the roll policy of ``STREAMFS_OFFLINE_ROLL_MB`` and ``_INTERVAL_S``."""
         policy = RollPolicy(
             roll_bytes=settings.offline_roll_mb << 20,
             roll_interval_ms=settings.offline_roll_interval_s * 1000,
         )
-        return cls(root, policy=policy)
+        return cls(root, policy=policy, background_merges=background_merges)
 
     # --- the worker's calls ---------------------------------------------------------------
 
@@ -234,6 +261,8 @@ class OfflineSink:
         written: list[str] = []
         for (directory, _), part in list(self._parts.items()):
             with self._lock(directory):
+                if (merged := self._settle(part, wait=True)) is not None:
+                    written.append(merged.path)
                 for date_dir, segment in list(part.segments.items()):
                     if len(segment.files) > 1:
                         written.append(self._merge(part, date_dir, segment.files).path)
@@ -248,6 +277,8 @@ class OfflineSink:
         key = (directory, batch.partition)
         part = self._parts.get(key)
         replay = part is None or part.next_offset != batch.first_offset
+        if part is not None:  # a finished merge goes in place; a replay waits for it
+            self._settle(part, wait=replay)
         if part is None or replay:  # first batch here, or a replay, or a gap: look
             part = self._parts[key] = self._list(directory, schema, batch.partition, part)
         now = self._clock()
@@ -320,6 +351,9 @@ class OfflineSink:
     # --- merging ---------------------------------------------------------------------------
 
     def _roll(self, part: _Partition, now: int) -> None:
+        if self._merger is not None:
+            self._roll_in_background(part, now)
+            return
         for date_dir, segment in list(part.segments.items()):
             if should_roll(segment.files, segment.opened_ms, now, self.policy):
                 if len(segment.files) > 1:
@@ -331,20 +365,79 @@ class OfflineSink:
                 at = segment.files.index(group[0])
                 segment.files[at : at + len(group)] = [merged]
 
+    def _roll_in_background(self, part: _Partition, now: int) -> None:
+        """:meth:`_roll`'s decisions, one merge at a time, each on the merge thread."""
+        assert self._merger is not None
+        if part.merging is not None:
+            return  # the next batch of the partition looks again
+        for date_dir, segment in list(part.segments.items()):
+            if should_roll(segment.files, segment.opened_ms, now, self.policy):
+                del part.segments[date_dir]
+                if len(segment.files) > 1:
+                    group, closes = segment.files, True
+                    break
+                continue
+            if (tier := tier_merge(segment.files, self.policy.fanout)) is not None:
+                group, closes = tier, False
+                break
+        else:
+            return
+        part.merging = self._merger.submit(
+            self._write_merge, part.schema, date_dir, tuple(group), closes
+        )
+
+    def _settle(self, part: _Partition, *, wait: bool) -> OpenFile | None:
+        """Put the partition's background merge in place if it is done (or ``wait``)."""
+        future = part.merging
+        if future is None or not (wait or future.done()):
+            return None
+        part.merging = None
+        try:
+            merged = future.result()
+        except OfflineWriteError as exc:  # its inputs stay as they are, unmerged
+            log.warning("offline_merge_failed", error=str(exc))
+            return None
+        self._put_in_place(part, merged)
+        if not merged.closes and (segment := part.segments.get(merged.date_dir)) is not None:
+            files, first = segment.files, merged.inputs[0]
+            at = files.index(first) if first in files else -1
+            if at >= 0 and tuple(files[at : at + len(merged.inputs)]) == merged.inputs:
+                files[at : at + len(merged.inputs)] = [merged.file]
+        return merged.file
+
     def _merge(self, part: _Partition, date_dir: str, files: Sequence[OpenFile]) -> OpenFile:
         """One file in place of ``files`` (adjacent, one partition and date)."""
-        tables = [self._read(f.path, part.schema) for f in files]
+        merged = self._write_merge(part.schema, date_dir, tuple(files), closes=False)
+        self._put_in_place(part, merged)
+        return merged.file
+
+    def _write_merge(
+        self, schema: pa.Schema, date_dir: str, files: tuple[OpenFile, ...], closes: bool
+    ) -> _Merged:
+        """The merge of ``files`` written under a temporary name (touches no sink state)."""
+        tables = [self._read(f.path, schema) for f in files]
         merged = pa.concat_tables(tables).sort_by("_offset")
         r = merged_range([f.range for f in files])
         target = f"{date_dir}/{file_name(r.partition, r.first_offset, r.last_offset)}"
-        size = self._write_file(target, merged)
-        part.known[target] = r
-        for f in files:
+        temp, size = self._write_temp(target, merged)
+        level = max(f.level for f in files) + 1
+        return _Merged(date_dir, files, temp, OpenFile(target, r, size, level), closes)
+
+    def _put_in_place(self, part: _Partition, merged: _Merged) -> None:
+        """Rename a written merge into place, then delete its inputs."""
+        target = merged.file.path
+        self._move(merged.temp, target)
+        part.known[target] = merged.file.range
+        for f in merged.inputs:
             if f.path != target:
                 self._delete(f.path)
                 part.known.pop(f.path, None)
-        log.info("offline_files_merged", path=target, files=len(files), bytes=size)
-        return OpenFile(target, r, size, max(f.level for f in files) + 1)
+        log.info(
+            "offline_files_merged",
+            path=target,
+            files=len(merged.inputs),
+            bytes=merged.file.size_bytes,
+        )
 
     # --- the filesystem --------------------------------------------------------------------
 
@@ -387,6 +480,12 @@ class OfflineSink:
 
     def _write_file(self, target: str, table: pa.Table) -> int:
         """Write ``table`` to ``target`` atomically (temp name, rename); returns its size."""
+        temp, size = self._write_temp(target, table)
+        self._move(temp, target)
+        return size
+
+    def _write_temp(self, target: str, table: pa.Table) -> tuple[str, int]:
+        """Write ``table`` under a temporary name beside ``target`` (readers skip it)."""
         directory, _, name = target.rpartition("/")
         temp = f"{directory}/.tmp-{name}-{uuid.uuid4().hex}"
         try:
@@ -394,10 +493,15 @@ class OfflineSink:
             with self._fs.open_output_stream(temp) as out:
                 pq.write_table(table, out, compression=self._compression)
                 size = int(out.tell())
+        except (OSError, pa.ArrowException) as exc:
+            raise OfflineWriteError(f"offline log file {target}: {exc}") from exc
+        return temp, size
+
+    def _move(self, temp: str, target: str) -> None:
+        try:
             self._fs.move(temp, target)
         except (OSError, pa.ArrowException) as exc:
             raise OfflineWriteError(f"offline log file {target}: {exc}") from exc
-        return size
 
     def _delete(self, path: str) -> None:
         try:

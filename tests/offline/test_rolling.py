@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
+import threading
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -17,7 +19,7 @@ from pyarrow import fs
 from streamfs.ingest import Event
 from streamfs.offline.layout import FileRange, parse_file_name
 from streamfs.offline.location import Location
-from streamfs.offline.log import OfflineSink
+from streamfs.offline.log import OfflineSink, _Merged
 from streamfs.offline.rolling import (
     OpenFile,
     RollPolicy,
@@ -207,15 +209,19 @@ def test_a_replay_into_a_merged_file_cuts_it_back(tmp_path: Path) -> None:
             assert t == expected.event_time_ms
 
 
-def test_a_replay_in_the_same_process_and_leftovers_of_a_crashed_merge(tmp_path: Path) -> None:
+@pytest.mark.parametrize("background", [False, True], ids=["inline-merges", "background-merges"])
+def test_a_replay_in_the_same_process_and_leftovers_of_a_crashed_merge(
+    tmp_path: Path, background: bool
+) -> None:
     location = Location.of(str(tmp_path))
     policy = RollPolicy(roll_bytes=1 << 30, fanout=4)
-    sink = OfflineSink(location, policy=policy, clock=Clock())
+    sink = OfflineSink(location, policy=policy, clock=Clock(), background_merges=background)
     batch = events(100)
     for start in range(0, 80, 10):
         sink.write(SOURCE, batch[start : start + 10])
     sink.write(SOURCE, batch[35:50])  # replay from 35 (a rebalance came back)
     sink.write(SOURCE, batch[50:100])
+    sink.flush()
     assert stored(location)[0] == Counter(range(100))
 
     # A merge that crashed after its rename: its inputs are still there.
@@ -232,6 +238,7 @@ def test_a_replay_in_the_same_process_and_leftovers_of_a_crashed_merge(tmp_path:
     assert stored(location)[0] == Counter(range(110))
 
 
+@pytest.mark.parametrize("background", [False, True], ids=["inline-merges", "background-merges"])
 @settings(max_examples=25, deadline=None)
 @given(
     cuts=st.lists(st.integers(1, 12), min_size=1, max_size=25),
@@ -239,7 +246,7 @@ def test_a_replay_in_the_same_process_and_leftovers_of_a_crashed_merge(tmp_path:
     fanout=st.integers(2, 4),
 )
 def test_any_crash_and_replay_ends_with_every_row_once(
-    cuts: list[int], crashes: list[tuple[int, int]], fanout: int
+    background: bool, cuts: list[int], crashes: list[tuple[int, int]], fanout: int
 ) -> None:
     """Batches of random sizes; at random batches the worker dies, and the next one
     replays from a batch boundary at or after the last commit (the commit lags by up to
@@ -253,7 +260,7 @@ def test_any_crash_and_replay_ends_with_every_row_once(
         boundaries.append(boundaries[-1] + size)
     clock = Clock()
     policy = RollPolicy(roll_bytes=6_000, roll_interval_ms=5_000, fanout=fanout)
-    sink = OfflineSink(location, policy=policy, clock=clock)
+    sink = OfflineSink(location, policy=policy, clock=clock, background_merges=background)
     crash_at = dict(crashes)
     batch_no, committed = 0, 0
     while batch_no < len(cuts):
@@ -263,7 +270,7 @@ def test_any_crash_and_replay_ends_with_every_row_once(
         if batch_no in crash_at:
             lag = crash_at.pop(batch_no)
             committed = max(committed, batch_no + 1 - lag)
-            sink = OfflineSink(location, policy=policy, clock=clock)
+            sink = OfflineSink(location, policy=policy, clock=clock, background_merges=background)
             batch_no = committed
             if batch_no < len(cuts) and cuts[batch_no] > 1:  # replay cut another way
                 size = cuts[batch_no]
@@ -273,6 +280,42 @@ def test_any_crash_and_replay_ends_with_every_row_once(
             continue
         batch_no += 1
         committed = max(committed, batch_no - 2)
-    assert stored(location)[0] == Counter(range(total))
+        assert stored(location)[0] == Counter(range(batch_no and boundaries[batch_no]))
     sink.flush()
     assert stored(location)[0] == Counter(range(total))
+
+
+class GatedSink(OfflineSink):
+    """Background merges that wait for ``gate`` before they write."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+
+    def _write_merge(self, *args: Any, **kwargs: Any) -> _Merged:
+        assert self.gate.wait(30), "the test never opened the gate"
+        return super()._write_merge(*args, **kwargs)
+
+
+def test_background_merges_leave_the_batches_their_own_pace(tmp_path: Path) -> None:
+    """A batch does not wait for a merge; until a merge is put in place its inputs are
+    the visible files, so every row shows exactly once all along."""
+    location = Location.of(str(tmp_path))
+    policy = RollPolicy(roll_bytes=1 << 30, fanout=2)
+    sink = GatedSink(location, policy=policy, clock=Clock(), background_merges=True)
+    batch = events(200)
+    for start in range(0, 100, 10):  # the first merge starts after batch 2, then blocks
+        sink.write(SOURCE, batch[start : start + 10])
+        assert stored(location)[0] == Counter(range(start + 10))
+    assert len(stored(location)[1]) == 10  # nothing merged yet, and no batch waited
+
+    sink.gate.set()
+    for start in range(100, 200, 10):
+        sink.write(SOURCE, batch[start : start + 10])
+        assert stored(location)[0] == Counter(range(start + 10))
+    offsets, files = stored(location)
+    assert len(files) < 20  # merges went in place as the batches went on
+    sink.flush()
+    offsets, files = stored(location)
+    assert offsets == Counter(range(200))
+    assert [name_range(p) for p in files] == [FileRange(0, 0, 199)]
