@@ -94,6 +94,10 @@ class Tiles:
         return self.aggregator.result(self.query_state(t_ms))
 
 
+Reader = tuple[int, str, Callable[[Sequence[Any]], Any], Callable[[Any], Any]]
+"""A feature as a query reads it: (slot, name, merge a list of states, result)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Group:
     """The features sharing one hop, hence one ``tile index -> row`` dict per entity.
@@ -114,8 +118,8 @@ class Group:
     template: tuple[Any, ...]
     fresh: tuple[tuple[int, Callable[[], Any]], ...]
     encoders: tuple[Callable[[Any], bytes], ...]  # per slot: its aggregator's encode
-    # Per slot, for queries: (slot, feature name, window ms, merge a list of states, result).
-    readers: tuple[tuple[int, str, int, Callable[[Sequence[Any]], Any], Callable[[Any], Any]], ...]
+    # For queries, per distinct window (widest first): its length in ms and its readers.
+    windows: tuple[tuple[int, tuple[Reader, ...]], ...]
 
     def new_row(self) -> list[Any]:
         row = list(self.template)
@@ -136,6 +140,7 @@ class Layout:
 
     features: tuple[Feature, ...]
     groups: tuple[Group, ...]
+    names: tuple[str, ...]  # the features by group, the order of ``EntityTiles.query``
 
     @classmethod
     def of(cls, features: Sequence[Feature]) -> Layout:
@@ -169,13 +174,25 @@ class Layout:
                         if not isinstance(s, _IMMUTABLE)
                     ),
                     encoders=tuple(a.encode for a in aggregators),
-                    readers=tuple(
-                        (slot, features[i].name, features[i].window.window_ms, merger(a), a.result)
-                        for slot, (i, a) in enumerate(zip(members, aggregators, strict=True))
+                    windows=tuple(
+                        (
+                            window_ms,
+                            tuple(
+                                (slot, features[i].name, merger(a), a.result)
+                                for slot, (i, a) in enumerate(
+                                    zip(members, aggregators, strict=True)
+                                )
+                                if features[i].window.window_ms == window_ms
+                            ),
+                        )
+                        for window_ms in sorted(
+                            {features[i].window.window_ms for i in members}, reverse=True
+                        )
                     ),
                 )
             )
-        return cls(tuple(features), tuple(groups))
+        names = tuple(features[i].name for group in groups for i in group.members)
+        return cls(tuple(features), tuple(groups), names)
 
 
 class EntityTiles:
@@ -240,17 +257,17 @@ class EntityTiles:
     def query(self, t_ms: int) -> dict[str, Any]:
         """Every feature's value for its window at ``as_of_ms(t_ms)``, by name."""
         t_ms = as_of_ms(t_ms, self.last_event_time_ms)
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict.fromkeys(self.layout.names)
         for group, rows in zip(self.layout.groups, self.groups, strict=True):
             hop_ms = group.hop_ms
             head = t_ms // hop_ms
-            oldest = (t_ms - group.horizon_ms) // hop_ms
-            window = [(index, row) for index, row in rows.items() if oldest <= index <= head]
-            for slot, name, window_ms, merge_all, result in group.readers:
+            # Widest window first: each narrower one filters the rows of the last.
+            window = [(index, row) for index, row in rows.items() if index <= head]
+            for window_ms, readers in group.windows:
                 lo = (t_ms - window_ms) // hop_ms
-                values[name] = result(
-                    merge_all([row[slot] for index, row in window if index >= lo])
-                )
+                window = [(index, row) for index, row in window if index >= lo]
+                for slot, name, merge_all, result in readers:
+                    values[name] = result(merge_all([row[slot] for _, row in window]))
         return values
 
     def encode(self) -> bytes:
