@@ -191,8 +191,8 @@ class Layout:
                     ),
                 )
             )
-        names = tuple(features[i].name for group in groups for i in group.members)
-        return cls(tuple(features), tuple(groups), names)
+        order = tuple(features[i].name for group in groups for i in group.members)
+        return cls(tuple(features), tuple(groups), order)
 
 
 class EntityTiles:
