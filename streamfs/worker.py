@@ -389,6 +389,18 @@ def build_app(
 
     app.on_before_shutdown.connect(cast(Any, close_sinks))  # mode types a union mypy cannot match
 
+    async def hold_flow_until_seek(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Sent when a rebalance's table recovery is done. Faust 0.15.3 then resumes the
+        # source partitions *before* it seeks them to their committed offsets, while the
+        # flow it turned on to read the changelogs is still on: the fetcher hands the
+        # agent events from positions that the seek then moves back, and the overlap
+        # reaches the agent twice (counted twice when both copies land in one batch) or
+        # not at all (never acknowledged either: the partition's commits stall there).
+        # Stopping the flow here holds the fetcher; Faust resumes it after the seek.
+        app.consumer.stop_flow()
+
+    app.on_rebalance_complete.connect(cast(Any, hold_flow_until_seek))
+
     by_source: dict[str, list[ViewPlan]] = {}
     for plan in plans:
         by_source.setdefault(plan.source.name, []).append(plan)

@@ -1,6 +1,7 @@
 """The worker's batch path with fakes for Kafka, RocksDB and the sinks: a batch spanning
 partitions reaches each sink once, and the offline snapshots get the live tiles of every
-online write (so they never decode what the engine already holds)."""
+online write (so they never decode what the engine already holds). And the worker's
+changes to Faust's consumer: batch delivery, and the flow held after a rebalance."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from typing import Any, cast
 
 from streamfs.online import OnlineWrite
 from streamfs.schemas.sample import ShopEvents
-from streamfs.worker import SourceRuntime, WorkerOptions
+from streamfs.worker import BatchDeliveryConsumer, SourceRuntime, WorkerOptions, build_app
 from tests.test_engine import NOW, DictStore, make_engine, messages
+from tests.worker_fixtures import purchase_plan, purchase_source
 
 
 class FakeTableIO:
@@ -111,8 +113,6 @@ async def test_batch_delivery_hands_over_a_fetch_in_order_as_faust_would() -> No
     # Faust's per-message rules, kept per message in one task: offsets below a
     # partition's read offset are dropped, a jump past it is recorded as a gap (its
     # offsets count as acknowledged), and each delivered offset becomes the read offset.
-    from streamfs.worker import BatchDeliveryConsumer
-
     def message(tp: str, offset: int) -> tuple[str, Any]:
         return tp, SimpleNamespace(tp=tp, topic="t", offset=offset)
 
@@ -138,8 +138,6 @@ async def test_batch_delivery_hands_over_a_fetch_in_order_as_faust_would() -> No
 
 
 def test_the_worker_app_fetches_with_batch_delivery(tmp_path: Path) -> None:
-    from streamfs.worker import BatchDeliveryConsumer, build_app
-
     options = WorkerOptions(
         app_id=f"test-{uuid.uuid4().hex[:8]}",
         kafka_bootstrap="127.0.0.1:9",
@@ -148,3 +146,22 @@ def test_the_worker_app_fetches_with_batch_delivery(tmp_path: Path) -> None:
     )
     app, _ = build_app(options, [], lambda plans: cast(Any, None), lambda topic: 1)
     assert app.transport.Consumer is BatchDeliveryConsumer
+
+
+async def test_the_consumer_flow_stays_off_until_faust_has_seeked_after_a_rebalance(
+    tmp_path: Path,
+) -> None:
+    # Faust 0.15.3 resumes the source partitions before it seeks them to their committed
+    # offsets; the worker holds the flow when recovery completes, Faust resumes it after.
+    source = purchase_source("purchases")
+    options = WorkerOptions("flow-test", "127.0.0.1:9", "redis://127.0.0.1:9/0", tmp_path)
+    app, _ = build_app(
+        options,
+        [purchase_plan(source)],
+        lambda _plans: make_engine("purchases", "http://127.0.0.1:9"),
+        partitions_of=lambda _topic: 4,
+    )
+    consumer: Any = app.consumer  # faust's ConsumerT leaves out the flow switches
+    consumer.resume_flow()
+    await app.on_rebalance_complete.send()
+    assert not consumer.flow_active
