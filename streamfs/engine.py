@@ -18,6 +18,7 @@ dead-letter topic and Redis have accepted the batch. So:
 - a crash after it replays messages at or below the partition's last processed
   offset, which are skipped whole: not re-validated (a replay must not turn into
   ``late`` rejects against a watermark that already moved past it), not re-counted.
+  So is an offset a batch holds twice (a consumer that moved back mid-batch).
 
 The engine keeps the decoded tiles of recently touched entities between batches (a
 bounded cache), each next to the stored value's 8-byte offset prefix it stands for.
@@ -131,7 +132,13 @@ class PartitionEngine:
         last_done, watermark = (
             (-1, _NO_WATERMARK) if raw_marker is None else _MARKER.unpack(raw_marker)
         )
-        fresh = [m for m in messages if m.offset > last_done]
+        # Past the last offset stored, each offset once: a consumer that moved back
+        # within the batch (a rebalance's seek) hands some messages over twice.
+        fresh = []
+        for message in messages:
+            if message.offset > last_done:
+                fresh.append(message)
+                last_done = message.offset
         result.skipped_replays = len(messages) - len(fresh)
         if not fresh:
             return result

@@ -97,6 +97,15 @@ async def test_batches_fold_into_exact_windows_and_replays_change_nothing() -> N
     assert again.state == second.state
     assert again.writes == second.writes
 
+    # A consumer that moved back mid-batch (a rebalance's seek) hands over offsets it
+    # already gave this batch: each offset counts once.
+    fresh = DictStore()
+    fresh.apply(first.state)
+    twice = await engine.process(0, batch[150:200] + batch[190:], fresh)
+    assert twice.skipped_replays == 10
+    assert twice.state == second.state
+    assert twice.writes == second.writes
+
 
 async def test_bad_events_are_rejected_with_reasons_and_the_rest_counted() -> None:
     topic, url = f"p{uuid.uuid4().hex[:6]}", f"mock://{uuid.uuid4().hex}"
