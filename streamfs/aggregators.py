@@ -109,6 +109,8 @@ class Count:
         return sc.encode_versioned_u64(state)
 
     def decode(self, data: bytes) -> int:
+        if (fast := sc.unpack_versioned_u64(data)) is not None:
+            return fast
         count, end = sc.decode_u64(data, sc.check_version(data, "count"))
         sc.check_done(data, end, "count")
         return count
@@ -141,6 +143,8 @@ class Sum:
         return sc.encode_versioned_number(state)
 
     def decode(self, data: bytes) -> Number:
+        if (fast := sc.unpack_versioned_number(data)) is not None:
+            return fast
         total, end = sc.decode_number(data, sc.check_version(data, "sum"))
         sc.check_done(data, end, "sum")
         return total
@@ -175,6 +179,8 @@ class Mean:
         return sc.encode_versioned_count_number(state[0], state[1])
 
     def decode(self, data: bytes) -> MeanState:
+        if (fast := sc.unpack_versioned_count_number(data)) is not None:
+            return fast
         count, offset = sc.decode_u64(data, sc.check_version(data, "mean"))
         total, end = sc.decode_number(data, offset)
         sc.check_done(data, end, "mean")
@@ -223,6 +229,8 @@ class Variance:
         return sc.encode_versioned_u64_f64_f64(n, mean, m2)
 
     def decode(self, data: bytes) -> VarState:
+        if (fast := sc.unpack_versioned_u64_f64_f64(data)) is not None:
+            return fast
         n, offset = sc.decode_u64(data, sc.check_version(data, "variance"))
         mean, offset = sc.decode_f64(data, offset)
         m2, end = sc.decode_f64(data, offset)

@@ -104,6 +104,44 @@ def encode_versioned_u64_f64_f64(count: int, a: float, b: float) -> bytes:
     return _V_U64_F64_F64.pack(VERSION, count, a, b)
 
 
+# Their inverses for the shapes those encodings produce (int64 or float numbers): one
+# ``unpack`` each. ``None`` for any other bytes, which the caller decodes piece by piece
+# (that path also names what is wrong).
+_TAG_INT, _TAG_FLOAT = ord("i"), ord("f")
+
+
+def unpack_versioned_u64(data: bytes) -> int | None:
+    if len(data) == 9 and data[0] == VERSION:
+        value: int = _V_U64.unpack(data)[1]
+        return value
+    return None
+
+
+def unpack_versioned_number(data: bytes) -> int | float | None:
+    if len(data) == 10 and data[0] == VERSION:
+        tag = data[1]
+        if tag in (_TAG_FLOAT, _TAG_INT):
+            value: int | float = (_V_FLOAT if tag == _TAG_FLOAT else _V_INT).unpack(data)[2]
+            return value
+    return None
+
+
+def unpack_versioned_count_number(data: bytes) -> tuple[int, int | float] | None:
+    if len(data) == 18 and data[0] == VERSION:
+        tag = data[9]
+        if tag in (_TAG_FLOAT, _TAG_INT):
+            _, count, _, value = (_V_U64_FLOAT if tag == _TAG_FLOAT else _V_U64_INT).unpack(data)
+            return count, value
+    return None
+
+
+def unpack_versioned_u64_f64_f64(data: bytes) -> tuple[int, float, float] | None:
+    if len(data) == 25 and data[0] == VERSION:
+        _, count, a, b = _V_U64_F64_F64.unpack(data)
+        return count, a, b
+    return None
+
+
 def decode_scalar(data: bytes, offset: int) -> tuple[Scalar | None, int]:
     """The scalar at ``offset`` and the offset just after it."""
     try:
