@@ -101,6 +101,11 @@ def _wait_http(url: str, timeout_s: float = 60) -> None:
 
 _UNITS = {"us": 1.0, "ms": 1_000.0, "s": 1_000_000.0}
 
+# ``--pin``: each server on one CPU, ``wrk`` on another (``taskset``), so that the load
+# generator never takes the server's core mid-request. Empty: the scheduler decides.
+SERVER_CPU: list[str] = []
+LOAD_CPU: list[str] = []
+
 
 def wrk(
     url: str,
@@ -112,7 +117,7 @@ def wrk(
     """``wrk`` against ``url`` (one thread), POSTing ``body`` or GETting a random one of
     ``paths`` per request; p50/p99 in µs and requests/s."""
     script = None
-    args = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", url]
+    args = [*LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", url]
     lua = ""
     if body is not None:
         lua = (
@@ -128,7 +133,7 @@ def wrk(
     if lua:
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
             script.write(lua)
-        args[1:1] = ["-s", script.name]
+        args[len(LOAD_CPU) + 1 : len(LOAD_CPU) + 1] = ["-s", script.name]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
     if script is not None:
         os.unlink(script.name)
@@ -177,7 +182,7 @@ def cpu_s(pid: int) -> float:
 def _start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """A server in its own process group, so that stopping it stops its children too."""
     return subprocess.Popen(
-        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [*SERVER_CPU, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )  # fmt: skip
 
@@ -206,7 +211,18 @@ def main() -> None:
     parser.add_argument("--feast-python", default=str(REPO / "bench/.venv-feast/bin/python"))
     parser.add_argument("--skip-feast", action="store_true")
     parser.add_argument("--append", type=Path, default=None, help="append results here")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="servers on the last CPU, wrk on the first (taskset); needs 2 CPUs or more",
+    )
     args = parser.parse_args()
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2 or shutil.which("taskset") is None:
+            raise SystemExit("--pin needs two CPUs and taskset (util-linux)")
+        SERVER_CPU[:] = ["taskset", "-c", str(cpus[-1])]
+        LOAD_CPU[:] = ["taskset", "-c", str(cpus[0])]
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install -y wrk)")
 
@@ -354,7 +370,7 @@ def _feast(
     feast = str(Path(args.feast_python).with_name("feast"))
     port = _free_port()
     server = subprocess.Popen(
-        [feast, "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log"],
+        [*SERVER_CPU, feast, "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log"],
         cwd=repo / "repo", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,  # its worker process goes down with it (_stop)
     )  # fmt: skip
@@ -414,7 +430,13 @@ def _markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
         " `POST /get-online-features`; streamfs `GET /v1/features/online/{view}/{entity}`"
         " (batch: `POST /v1/features/online`). Values checked equal before timing. Floor:"
         " a bare aiohttp server answering a fixed row (`floor.py`), what the machine allows"
-        f" any Python server in the same minutes. Load average (1, 5, 15 min): {load}.\n\n"
+        f" any Python server in the same minutes. Load average (1, 5, 15 min): {load}."
+        + (
+            f" Pinned (`--pin`): servers on CPU {SERVER_CPU[-1]}, `wrk` on CPU {LOAD_CPU[-1]}."
+            if args.pin
+            else ""
+        )
+        + "\n\n"
         "| measure | streamfs | Feast | floor |\n|---|---|---|---|\n"
         + "".join(
             f"| {label} | {cell(ours, field)} | {cell(theirs, field)} | {cell(floor, field)} |\n"
