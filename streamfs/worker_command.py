@@ -48,6 +48,12 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="most events a batch takes (a batch also ends after 0.1 s)",
     )
     parser.add_argument(
+        "--cache-entities",
+        type=int,
+        default=40_000,
+        help="decoded tiles kept in memory per source, about 10 KB an entity for 20 features",
+    )
+    parser.add_argument(
         "--partitions",
         type=int,
         default=4,
@@ -127,6 +133,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from streamfs.store import FeatureStore, default_offline_root
     from streamfs.worker import WorkerOptions, build_app, wall_clock_ms
 
+    if args.batch_size < 1 or args.cache_entities < 0:
+        raise ConfigError(
+            f"--batch-size must be at least 1 and --cache-entities at least 0,"
+            f" got {args.batch_size} and {args.cache_entities}"
+        )
     bootstrap, redis_url, registry_url = _require(settings)
     # The worker holds tens of thousands of entities' decoded tiles (lists and dicts the
     # cyclic collector tracks). At CPython's default thresholds a full collection ran
@@ -161,7 +172,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         decoder = Decoder(connect(registry_url), source.reader_schema)
         validator = Validator(source, decoder, wall_clock_ms, default_ingest_metrics())
         return PartitionEngine(
-            source, source_plans, validator, wall_clock_ms, namespace=settings.namespace
+            source,
+            source_plans,
+            validator,
+            wall_clock_ms,
+            namespace=settings.namespace,
+            cache_entities=args.cache_entities,
         )
 
     options.data_dir.mkdir(parents=True, exist_ok=True)

@@ -74,3 +74,17 @@ def test_kafka_cluster_ids_are_valid_and_never_read_as_an_option() -> None:
     for value in ids:
         assert not value.startswith("-")
         assert len(base64.urlsafe_b64decode(value + "==")) == 16
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--batch-size", "0"), ("--cache-entities", "-1")], ids=["batch", "cache"]
+)
+def test_the_worker_refuses_a_batch_or_cache_size_it_cannot_use(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamfs.cli import main
+
+    assert main(["worker", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert flag in err
+    assert value in err
