@@ -264,11 +264,11 @@ class BatchDeliveryConsumer(FaustKafkaConsumer):
     Faust's fetcher (``Consumer._drain_messages``, faust-streaming 0.15) delivers each
     message as ``wait_first(callback(message), suspend_flow.wait())``: four new tasks
     and an ``asyncio.wait`` per message, about a tenth of the worker's CPU. This loop
-    is the same, except that one ``wait_first`` covers all the messages of one fetch:
+    fetches as Faust's does (``getmany``, never cancelled: records it took from the
+    client must reach the loop), then delivers the whole fetch under one ``wait_first``:
     a rebalance that suspends the flow cancels the delivery where it is, and the rest
-    of that fetch is not delivered, as Faust's loop drops it (each of its later
-    ``wait_first`` calls returns at once on the set ``suspend_flow``). Read offsets,
-    gaps and ``commit_every`` are kept per message as Faust keeps them.
+    of that fetch is dropped, as Faust's loop drops it. Read offsets, gaps and
+    ``commit_every`` are kept per message as Faust keeps them.
     """
 
     async def _drain_messages(self, fetcher: Any) -> None:
@@ -280,7 +280,9 @@ class BatchDeliveryConsumer(FaustKafkaConsumer):
                 fetched = self.getmany(timeout=1.0)
                 await self.sleep(0)  # getmany may return at once, again and again
                 if not self.should_stop:
-                    await self.wait_first(self._deliver(fetched), self.suspend_flow.wait())
+                    records = [record async for record in fetched]
+                    if records:
+                        await self.wait_first(self._deliver(records), self.suspend_flow.wait())
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if not self.transport.app.should_stop:
@@ -291,12 +293,12 @@ class BatchDeliveryConsumer(FaustKafkaConsumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
-    async def _deliver(self, fetched: Any) -> None:
+    async def _deliver(self, records: Sequence[tuple[TP, Any]]) -> None:
         callback = self.callback
         read_offsets = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
         since_yield = 0
-        async for tp, message in fetched:
+        for tp, message in records:
             since_yield += 1
             if since_yield > 100:  # let other tasks run during a long fetch
                 await asyncio.sleep(0)

@@ -116,23 +116,17 @@ async def test_batch_delivery_hands_over_a_fetch_in_order_as_faust_would() -> No
     def message(tp: str, offset: int) -> tuple[str, Any]:
         return tp, SimpleNamespace(tp=tp, topic="t", offset=offset)
 
-    async def fetched() -> Any:
-        for item in [message("a", 4), message("a", 5), message("b", 0), message("a", 9)]:
-            yield item
-
+    fetched = [message("a", 4), message("a", 5), message("b", 0), message("a", 9)]
     consumer = FakeFetchConsumer({"a": 4, "b": None})
-    await BatchDeliveryConsumer._deliver(cast(Any, consumer), fetched())
+    await BatchDeliveryConsumer._deliver(cast(Any, consumer), cast(Any, fetched))
     assert consumer.delivered == [("a", 4), ("a", 5), ("b", 0), ("a", 9)]
     assert consumer.gaps == [("a", 6, 9)]
     assert consumer._read_offset == {"a": 9, "b": 0}
 
     consumer = FakeFetchConsumer({"a": 5})
 
-    async def replayed() -> Any:
-        for item in [message("a", 3), message("a", 5), message("a", 6)]:
-            yield item
-
-    await BatchDeliveryConsumer._deliver(cast(Any, consumer), replayed())
+    replayed = [message("a", 3), message("a", 5), message("a", 6)]
+    await BatchDeliveryConsumer._deliver(cast(Any, consumer), cast(Any, replayed))
     assert consumer.delivered == [("a", 5), ("a", 6)]  # 3 was read already
     assert consumer.gaps == []
 
