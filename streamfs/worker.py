@@ -396,8 +396,8 @@ def build_app(
         # source partitions *before* it seeks them to their committed offsets, while the
         # flow it turned on to read the changelogs is still on: the fetcher hands the
         # agent events from positions that the seek then moves back, and the overlap
-        # reaches the agent twice (counted twice when both copies land in one batch) or
-        # not at all (never acknowledged either: the partition's commits stall there).
+        # reaches the agent twice (the engine counts an offset once) or not at all
+        # (never acknowledged either: the partition's commits stall there).
         # Stopping the flow here holds the fetcher; Faust resumes it after the seek.
         app.consumer.stop_flow()
 
