@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
+from streamfs.dlq import HEADER_REASON
+from streamfs.names import dlq_topic
 from streamfs.online import OnlineReader
 from streamfs.schemas.client import connect_sync
 from streamfs.schemas.codec import Encoder
 from streamfs.schemas.sample import ShopEvents
 from tests.conftest import Services
-from tests.services.kafka_helpers import produce
+from tests.services.kafka_helpers import produce, read_records
 from tests.worker_fixtures import (
     FEATURES,
     PURCHASE_SCHEMA,
@@ -126,6 +130,35 @@ def check_exact(
     redis_url: str | None = None,
 ) -> None:
     """Every user's online values equal a brute-force computation over ``events``."""
+    verdict = is_exact(services, namespace, topic, events, redis_url)
+    assert verdict, repr(verdict)
+
+
+class Exactness:
+    """The users whose online values differ from the brute force: true when none do.
+    Its repr names them, so a timed-out wait says what was still wrong."""
+
+    def __init__(self, users: int, problems: list[str]) -> None:
+        self.users, self.problems = users, problems
+
+    def __bool__(self) -> bool:
+        return not self.problems
+
+    def __repr__(self) -> str:
+        if not self.problems:
+            return f"all {self.users} users exact"
+        shown = "; ".join(self.problems[:5])
+        return f"{len(self.problems)} of {self.users} users inexact, e.g. {shown}"
+
+
+def is_exact(
+    services: Services,
+    namespace: str,
+    topic: str,
+    events: list[dict[str, Any]],
+    redis_url: str | None = None,
+) -> Exactness:
+    """Compare every user's online values with a brute-force computation over ``events``."""
     view = purchase_plan(purchase_source(topic)).view
     reader = OnlineReader(
         redis.Redis.from_url(redis_url or services.redis_url),
@@ -135,24 +168,47 @@ def check_exact(
     users = sorted({e["user_id"] for e in events})
     at = time.time_ns() // 1_000_000
     rows = reader.read(users, [f[0] for f in FEATURES], at_ms=at)
+    problems = []
     for user, row in zip(users, rows, strict=True):
         mine = [(e["created_at"], i, e) for i, e in enumerate(events) if e["user_id"] == user]
-        assert_close(row.values, brute_force(mine, at))
+        try:
+            assert_close(row.values, brute_force(mine, at))
+        except AssertionError as exc:
+            problems.append(f"{user} ({len(mine)} events): {exc}")
+    return Exactness(len(users), problems)
 
 
-def is_exact(
+async def wait_exact(
     services: Services,
     namespace: str,
     topic: str,
     events: list[dict[str, Any]],
+    workers: Sequence[WorkerProcess],
+    timeout_s: float,
+    what: str,
     redis_url: str | None = None,
-) -> bool:
-    """:func:`check_exact` as a condition to wait for."""
-    try:
-        check_exact(services, namespace, topic, events, redis_url)
-    except AssertionError:
-        return False
-    return True
+) -> None:
+    """Wait until :func:`is_exact` holds while ``workers`` stay alive; on timeout, fail
+    naming the inexact users, what the topic holds and the dead letters by reason."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for worker in workers:
+            worker.assert_alive()
+        verdict = is_exact(services, namespace, topic, events, redis_url)
+        if verdict:
+            return
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    held = len(await read_records(services.kafka_bootstrap, topic))
+    dead = Counter(
+        dict(r.headers or ()).get(HEADER_REASON, b"?").decode()
+        for r in await read_records(services.kafka_bootstrap, dlq_topic(topic))
+    )
+    raise AssertionError(
+        f"timed out after {timeout_s}s waiting for {what}: {verdict!r}; "
+        f"{topic} holds {held} of {len(events)} events; dead letters: {dict(dead) or 'none'}"
+    )
 
 
 def assigned_partitions(log: Path, topic: str) -> set[int]:

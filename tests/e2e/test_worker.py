@@ -12,10 +12,10 @@ from tests.e2e.harness import (
     PARTITIONS,
     assigned_partitions,
     check_exact,
-    is_exact,
     make_events,
     produce_events,
     stream,
+    wait_exact,
 )
 from tests.services.kafka_helpers import create_topic, group_caught_up, wait_until
 
@@ -74,15 +74,12 @@ async def test_two_workers_split_the_partitions_and_are_exact(
     await wait_until(split, 90, "the two workers to split the partitions")
     await produce_events(services.kafka_bootstrap, services.schema_registry_url, topic, events)
 
-    def done() -> bool:
-        first.assert_alive()
-        second.assert_alive()
-        return is_exact(services, app_id, topic, events)
-
     # Offsets are not the measure here: Faust drops acknowledgements that were pending
     # when a rebalance revoked a partition, so a worker that gets the same partitions
     # back commits them only with its next events. The values are what must be exact.
-    await wait_until(done, 120, "both workers' values exact")
+    await wait_exact(
+        services, app_id, topic, events, [first, second], 120, "both workers' values exact"
+    )
     # Both still own their share: the events (produced after the split) were processed
     # by the two of them, and nobody left the group while working.
     assert split()
@@ -118,11 +115,15 @@ async def test_state_moves_to_a_worker_with_an_empty_disk_through_the_changelog(
         services.kafka_bootstrap, services.schema_registry_url, topic, events[2_000:]
     )
 
-    def exact() -> bool:
-        second.assert_alive()
-        return is_exact(services, app_id, topic, events)
-
-    await wait_until(exact, 150, "values exact over both halves on the new disk")
+    await wait_exact(
+        services,
+        app_id,
+        topic,
+        events,
+        [second],
+        150,
+        "values exact over both halves on the new disk",
+    )
     # Every event was handed to the agent once and acknowledged: the offsets reach the
     # end (an event skipped after the recovery's seek would hold its partition back).
     await wait_until(lambda: caught_up(second), 60, "second half committed")
