@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -258,8 +258,9 @@ def _message(event: Any) -> Message:
     return Message(m.topic, m.partition, m.offset, m.key, m.value, headers, int(m.timestamp * 1000))
 
 
-class BatchDeliveryConsumer(FaustKafkaConsumer):
-    """Faust's aiokafka consumer, handing each fetched batch to the streams in one task.
+class WorkerConsumer(FaustKafkaConsumer):
+    """Faust's aiokafka consumer with two changes: it hands each fetched batch to the
+    streams in one task, and it never loses the records a rebalance drops.
 
     Faust's fetcher (``Consumer._drain_messages``, faust-streaming 0.15) delivers each
     message as ``wait_first(callback(message), suspend_flow.wait())``: four new tasks
@@ -267,8 +268,9 @@ class BatchDeliveryConsumer(FaustKafkaConsumer):
     fetches as Faust's does (``getmany``, never cancelled: records it took from the
     client must reach the loop), then delivers the whole fetch under one ``wait_first``:
     a rebalance that suspends the flow cancels the delivery where it is, and the rest
-    of that fetch is dropped, as Faust's loop drops it. Read offsets, gaps and
-    ``commit_every`` are kept per message as Faust keeps them.
+    of that fetch is dropped, as Faust's loop drops it (and :meth:`seek_to_committed`
+    moves back to it). Read offsets, gaps and ``commit_every`` are kept per message as
+    Faust keeps them.
     """
 
     async def _drain_messages(self, fetcher: Any) -> None:
@@ -292,6 +294,26 @@ class BatchDeliveryConsumer(FaustKafkaConsumer):
                 raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Seek every partition to its committed offset, and the source partitions that
+        have none to their beginning.
+
+        Faust drops records it fetched when a rebalance stops the flow, trusting this
+        seek to move back to them. aiokafka's seek leaves a partition without a committed
+        offset (or at 0) where its fetch position is: the dropped records were never
+        re-read, and the offsets acknowledged after them covered them as a gap. A fresh
+        consumer group whose first events arrive during its first rebalances lost them so.
+        The beginning is where ``auto_offset_reset="earliest"`` starts such a partition.
+        """
+        committed = await self._thread.seek_to_committed()  # what Faust's own does
+        acks_enabled_for = self.app.topics.acks_enabled_for  # the agents' topics, no changelog
+        unread = [
+            tp for tp, offset in committed.items() if not offset and acks_enabled_for(tp.topic)
+        ]
+        if unread:
+            await self._thread.seek_to_beginning(*unread)
+        return committed
 
     async def _deliver(self, records: Sequence[tuple[TP, Any]]) -> None:
         callback = self.callback
@@ -342,7 +364,7 @@ def build_app(
         stream_buffer_maxsize=max(4_096, options.batch_size * 2),
         producer_acks=-1,
     )
-    cast(Any, app.transport).Consumer = BatchDeliveryConsumer  # a ClassVar to mypy
+    cast(Any, app.transport).Consumer = WorkerConsumer  # a ClassVar to mypy
     # aiokafka logs every message it sends at debug level, formatting key and value:
     # several percent of the worker's time when a handler lets debug through.
     logging.getLogger("aiokafka").setLevel(logging.INFO)

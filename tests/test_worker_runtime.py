@@ -1,7 +1,8 @@
 """The worker's batch path with fakes for Kafka, RocksDB and the sinks: a batch spanning
 partitions reaches each sink once, and the offline snapshots get the live tiles of every
 online write (so they never decode what the engine already holds). And the worker's
-changes to Faust's consumer: batch delivery, and the flow held after a rebalance."""
+changes to Faust's consumer: batch delivery, the flow held after a rebalance, and
+the seek back for partitions that have no committed offset."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+from faust.types import TP
+
 from streamfs.online import OnlineWrite
 from streamfs.schemas.sample import ShopEvents
-from streamfs.worker import BatchDeliveryConsumer, SourceRuntime, WorkerOptions, build_app
+from streamfs.worker import SourceRuntime, WorkerConsumer, WorkerOptions, build_app
 from tests.test_engine import NOW, DictStore, make_engine, messages
 from tests.worker_fixtures import purchase_plan, purchase_source
 
@@ -92,7 +95,7 @@ async def test_a_batch_over_partitions_reaches_each_sink_once_with_live_tiles() 
 
 
 class FakeFetchConsumer:
-    """What :meth:`BatchDeliveryConsumer._deliver` uses of Faust's consumer."""
+    """What :meth:`WorkerConsumer._deliver` uses of Faust's consumer."""
 
     def __init__(self, read_offsets: dict[str, int | None]) -> None:
         self.delivered: list[tuple[str, int]] = []
@@ -118,7 +121,7 @@ async def test_batch_delivery_hands_over_a_fetch_in_order_as_faust_would() -> No
 
     fetched = [message("a", 4), message("a", 5), message("b", 0), message("a", 9)]
     consumer = FakeFetchConsumer({"a": 4, "b": None})
-    await BatchDeliveryConsumer._deliver(cast(Any, consumer), cast(Any, fetched))
+    await WorkerConsumer._deliver(cast(Any, consumer), cast(Any, fetched))
     assert consumer.delivered == [("a", 4), ("a", 5), ("b", 0), ("a", 9)]
     assert consumer.gaps == [("a", 6, 9)]
     assert consumer._read_offset == {"a": 9, "b": 0}
@@ -126,7 +129,7 @@ async def test_batch_delivery_hands_over_a_fetch_in_order_as_faust_would() -> No
     consumer = FakeFetchConsumer({"a": 5})
 
     replayed = [message("a", 3), message("a", 5), message("a", 6)]
-    await BatchDeliveryConsumer._deliver(cast(Any, consumer), cast(Any, replayed))
+    await WorkerConsumer._deliver(cast(Any, consumer), cast(Any, replayed))
     assert consumer.delivered == [("a", 5), ("a", 6)]  # 3 was read already
     assert consumer.gaps == []
 
@@ -139,7 +142,7 @@ def test_the_worker_app_fetches_with_batch_delivery(tmp_path: Path) -> None:
         data_dir=tmp_path,
     )
     app, _ = build_app(options, [], lambda plans: cast(Any, None), lambda topic: 1)
-    assert app.transport.Consumer is BatchDeliveryConsumer
+    assert app.transport.Consumer is WorkerConsumer
 
 
 async def test_the_consumer_flow_stays_off_until_faust_has_seeked_after_a_rebalance(
@@ -159,3 +162,33 @@ async def test_the_consumer_flow_stays_off_until_faust_has_seeked_after_a_rebala
     consumer.resume_flow()
     await app.on_rebalance_complete.send()
     assert not consumer.flow_active
+
+
+async def test_source_partitions_without_a_committed_offset_are_sought_to_their_beginning() -> None:
+    # Faust drops fetched records when a rebalance stops the flow and seeks back to the
+    # committed offsets; a partition with none must go back to its start, or the records
+    # fetched before the drop are never read again.
+    class FakeThread:
+        def __init__(self) -> None:
+            self.to_beginning: list[TP] = []
+
+        async def seek_to_committed(self) -> dict[TP, int | None]:
+            return {source(0): 120, source(1): None, source(2): 0, changelog(1): None}
+
+        async def seek_to_beginning(self, *partitions: TP) -> None:
+            self.to_beginning.extend(partitions)
+
+    def source(partition: int) -> TP:
+        return TP("purchases", partition)
+
+    def changelog(partition: int) -> TP:
+        return TP("state-changelog", partition)
+
+    consumer: Any = SimpleNamespace(
+        _thread=FakeThread(),
+        app=SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda t: t == "purchases")),
+    )
+    committed = await WorkerConsumer.seek_to_committed(consumer)
+    assert committed[source(0)] == 120  # Faust's read offsets still come from these
+    # Partition 0 stays at its commit; the changelog is the table recovery's to place.
+    assert consumer._thread.to_beginning == [source(1), source(2)]
