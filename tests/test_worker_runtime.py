@@ -6,17 +6,27 @@ the seek back for partitions that have no committed offset."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Sequence
+from contextlib import aclosing
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+import faust
 from faust.types import TP
 
 from streamfs.online import OnlineWrite
 from streamfs.schemas.sample import ShopEvents
-from streamfs.worker import SourceRuntime, WorkerConsumer, WorkerOptions, build_app
+from streamfs.worker import (
+    SourceRuntime,
+    WorkerConsumer,
+    WorkerOptions,
+    build_app,
+    take_batches,
+)
 from tests.test_engine import NOW, DictStore, make_engine, messages
 from tests.worker_fixtures import purchase_plan, purchase_source
 
@@ -192,3 +202,56 @@ async def test_source_partitions_without_a_committed_offset_are_sought_to_their_
     assert committed[source(0)] == 120  # Faust's read offsets still come from these
     # Partition 0 stays at its commit; the changelog is the table recovery's to place.
     assert consumer._thread.to_beginning == [source(1), source(2)]
+
+
+async def test_batches_are_taken_without_idling_behind_a_slow_one_and_acked_after_it() -> None:
+    # Faust's own take_events waits its whole interval after every batch, with events
+    # queued; take_batches hands over a full buffer at once, a partial one when the
+    # interval since the previous batch's start has passed, and acknowledges a batch's
+    # events only once the caller asks for the next (never those of a batch that raised).
+    app = faust.App(f"take-{uuid.uuid4().hex[:8]}", broker="kafka://127.0.0.1:9")
+    channel = app.channel()
+    taken: list[tuple[float, list[int]]] = []
+    acked: list[int] = []
+    failed = asyncio.Event()
+    interval_s = 2.0
+
+    async def ingest(stream: Any) -> None:
+        ack = stream.ack
+
+        async def spy(event: Any) -> bool:
+            acked.append(event.value)
+            return cast(bool, await ack(event))
+
+        stream.ack = spy
+        try:
+            async with aclosing(take_batches(stream, 5, interval_s)) as batches:
+                async for events in batches:
+                    values = [e.value for e in events]
+                    taken.append((time.monotonic(), values))
+                    if values[0] == 0:
+                        await asyncio.sleep(0.3)  # a slow first batch: 12 more queue
+                    if 13 in values:
+                        raise RuntimeError("the sink failed")
+        except RuntimeError:
+            failed.set()
+
+    agent = app.agent(channel)(ingest)
+    async with agent.test_context() as context:
+        for value in range(3):
+            await context.put(value)
+        await asyncio.sleep(0.1)
+        for value in range(3, 15):
+            await context.put(value)
+        await asyncio.wait_for(failed.wait(), 10)
+
+    assert [values for _, values in taken] == [
+        [0, 1, 2],
+        [3, 4, 5, 6, 7],  # full: right after the slow batch, not an interval later
+        [8, 9, 10, 11, 12],
+        [13, 14],  # partial: the interval after the previous batch started
+    ]
+    first_done = taken[0][0] + 0.3
+    assert taken[1][0] - first_done < interval_s / 2
+    assert taken[3][0] - taken[2][0] >= interval_s * 0.95
+    assert acked == list(range(13))  # 13 and 14 were in the batch that raised
