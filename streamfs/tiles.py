@@ -120,6 +120,7 @@ class Group:
     encoders: tuple[Callable[[Any], bytes], ...]  # per slot: its aggregator's encode
     # For queries, per distinct window (widest first): its length in ms and its readers.
     windows: tuple[tuple[int, tuple[Reader, ...]], ...]
+    no_rows: tuple[tuple[()], ...]  # per slot, no states: what an empty window merges
 
     def new_row(self) -> list[Any]:
         row = list(self.template)
@@ -174,6 +175,7 @@ class Layout:
                         if not isinstance(s, _IMMUTABLE)
                     ),
                     encoders=tuple(a.encode for a in aggregators),
+                    no_rows=((),) * len(members),
                     windows=tuple(
                         (
                             window_ms,
@@ -266,8 +268,12 @@ class EntityTiles:
             for window_ms, readers in group.windows:
                 lo = (t_ms - window_ms) // hop_ms
                 window = [(index, row) for index, row in window if index >= lo]
+                # Per slot, its states in row order: one transpose, not a list per feature.
+                columns = (
+                    list(zip(*[row for _, row in window], strict=True)) if window else group.no_rows
+                )
                 for slot, name, merge_all, result in readers:
-                    values[name] = result(merge_all([row[slot] for _, row in window]))
+                    values[name] = result(merge_all(columns[slot]))
         return values
 
     def encode(self) -> bytes:
