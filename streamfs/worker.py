@@ -1,21 +1,26 @@
 """``streamfs worker``: the Faust app that turns events into online features.
 
 The only module that imports faust. Per source it runs one agent that takes batches
-of events from the stream (:func:`take_batches`), and per batch:
+of events from the stream (:class:`BatchTaker`), and per batch:
 
 1. per partition, validates and decodes the events (:mod:`streamfs.ingest`) and folds
    the valid ones into each entity's tiles, read from the partition's RocksDB with
    one multi-get (:mod:`streamfs.engine`);
-2. hands the batch to the sinks at once and waits for all of them: the rejects to
-   the dead-letter topic (broker acks), the events to the offline log, the touched
-   entities to Redis (idempotent, retried with backoff while Redis is away);
+2. hands the batch to the sinks and waits for all of them: the rejects to the
+   dead-letter topic (broker acks), the touched entities to Redis (idempotent, retried
+   with backoff while Redis is away), the events and feature snapshots to the offline
+   log;
 3. stores the new state: per partition, the changelog messages go out as whole
    record batches and are acknowledged by the broker, then one RocksDB write batch
-   applies them and the table's persisted changelog offset moves past them.
+   applies them and the table's persisted changelog offset moves past them;
+4. acknowledges the batch's events, and Faust commits their offsets: sinks, then
+   changelog, then offsets (DESIGN §4).
 
-Only then does the agent take the next batch, and only then does Faust count the
-batch's events as acknowledged and commit their offsets: sinks, then changelog,
-then offsets (DESIGN §4).
+The offline log is written by a child process (:mod:`streamfs.offline.process`), so
+the worker does not wait for it: while the child writes batch n, the worker already
+does step 1 of batch n+1, reading the state batch n left (not stored yet) in place of
+the stored one, and waits for the child only before step 3 of batch n
+(:func:`run_batches`). One batch is in flight at a time; steps 3 and 4 keep batch order.
 
 The state table is a Faust table (RocksDB, changelog topic, recovery on
 assignment), but the hot path reads and writes it below Faust's per-key API
@@ -34,10 +39,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import faust
 import rocksdict
@@ -47,11 +53,13 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer as FaustKafkaConsumer
 from faust.types import TP
 
+from streamfs.definitions import Source
 from streamfs.dlq import DeadLetterSink
-from streamfs.engine import BatchResult, PartitionEngine, ViewPlan
-from streamfs.ingest import Message
+from streamfs.engine import BatchResult, PartitionEngine, StateStore, ViewPlan
+from streamfs.ingest import Event, Message
 from streamfs.offline.log import OfflineSink
-from streamfs.online import OnlineWriter
+from streamfs.offline.process import OfflineProcess
+from streamfs.online import OnlineWrite, OnlineWriter
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -81,8 +89,48 @@ class WorkerOptions:
     offline_root: str | None = None  # the Parquet event log; None: no offline sink
 
 
+class OfflineWriter(Protocol):
+    """An offline log writer that works beside the worker's batches, such as
+    :class:`~streamfs.offline.process.OfflineProcess`: :meth:`write_batch` is awaited
+    only before the batch's state is stored, so the next batch is staged meanwhile.
+    (An :class:`OfflineSink` writes in this process and is awaited with the other sinks.)
+    """
+
+    async def write_batch(
+        self,
+        source: Source,
+        events: Sequence[Event],
+        writes: Sequence[OnlineWrite] = (),
+        views: Sequence[Any] = (),
+        *,
+        namespace: str = ...,
+    ) -> list[str]: ...
+
+    async def close(self) -> None:
+        """Flush what is open and stop (the worker is shutting down)."""
+        ...
+
+
+@dataclass(slots=True)
+class StagedBatch:
+    """A batch through the engine, on its way through the sinks (:class:`SourceRuntime`)."""
+
+    events: Sequence[Any]  # the stream's events, to acknowledge once the batch is finished
+    result: BatchResult  # over all its partitions
+    states: dict[int, dict[str, bytes]]  # per partition, the state to store last
+    offline: asyncio.Task[Any] | None = None  # the offline write, while in a child process
+
+
 class SourceRuntime:
-    """A source's engine plus the sinks a batch goes to."""
+    """A source's engine plus the sinks a batch goes to.
+
+    A batch goes through three steps: :meth:`stage` (validate and fold, no writes),
+    :meth:`start_sinks` (dead letters and Redis, awaited; the offline log, awaited
+    when it is written in this process, left running when a child process writes it)
+    and :meth:`finish` (wait for the offline log, then store the state). The worker
+    stages the next batch before it finishes this one (:func:`run_batches`), so the
+    child writes one batch's offline log while this process folds the next.
+    """
 
     def __init__(
         self,
@@ -92,7 +140,7 @@ class SourceRuntime:
         online: OnlineWriter,
         redis: Any,
         options: WorkerOptions,
-        offline: OfflineSink | None = None,
+        offline: OfflineSink | OfflineWriter | None = None,
     ) -> None:
         self.engine = engine
         self.table_io = table_io
@@ -105,49 +153,97 @@ class SourceRuntime:
             engine.seeds = self.read_seeds
         self.processed = 0
 
+    @property
+    def overlaps(self) -> bool:
+        """Whether a batch's offline write runs beside the next batch's stage."""
+        return self.offline is not None and not isinstance(self.offline, OfflineSink)
+
     async def process(self, events: Sequence[Any]) -> BatchResult:
+        """One batch from start to end, nothing overlapped."""
+        staged = await self.stage(events)
+        await self.start_sinks(staged)
+        await self.finish(staged)
+        return staged.result
+
+    async def stage(
+        self, events: Sequence[Any], unfinished: StagedBatch | None = None
+    ) -> StagedBatch:
+        """Validate ``events`` and fold them into the state, writing nothing.
+
+        ``unfinished``: a batch whose state is not stored yet; its state is read in
+        place of the stored one, so this batch folds onto it.
+        """
         by_partition: dict[int, list[Any]] = {}
         for event in events:
             by_partition.setdefault(event.message.partition, []).append(event)
         total = BatchResult()
-        states: list[tuple[int, dict[str, bytes]]] = []
+        states: dict[int, dict[str, bytes]] = {}
         for partition, part_events in by_partition.items():
             messages = [_message(e) for e in part_events]
-            result = await self.engine.process(partition, messages, self.table_io.reader(partition))
+            reader: StateStore = self.table_io.reader(partition)
+            if unfinished is not None and (pending := unfinished.states.get(partition)):
+                reader = _PendingReader(reader, pending)
+            result = await self.engine.process(partition, messages, reader)
             total.writes += result.writes
             total.rejects += result.rejects
             total.skipped_replays += result.skipped_replays
             total.events += result.events
             total.tiles.update(result.tiles)
-            states.append((partition, result.state))
-        # Sinks first, all at once; the state (with its changelog) only once they accepted.
-        await asyncio.gather(
-            self._write_dead_letters(total),
-            self._write_offline(total),
-            self._write_online(total),
-        )
-        for partition, state in states:
+            states[partition] = result.state
+        return StagedBatch(events, total, states)
+
+    async def start_sinks(self, staged: StagedBatch) -> None:
+        """Dead letters and Redis, awaited; the offline log awaited too if written here,
+        else sent to the child process and left running (:meth:`finish` waits for it)."""
+        result = staged.result
+        writes: list[Awaitable[Any]] = [
+            self._write_dead_letters(result),
+            self._write_online(result),
+        ]
+        if isinstance(self.offline, OfflineSink):
+            writes.append(self._write_offline(self.offline, result))
+        elif self.offline is not None:
+            staged.offline = asyncio.ensure_future(self._write_offline_beside(self.offline, result))
+        await asyncio.gather(*writes)
+
+    async def finish(self, staged: StagedBatch) -> None:
+        """Wait for the offline log to hold the batch, then store its state (changelog
+        acknowledged by the broker, then RocksDB): the sinks before the state."""
+        if staged.offline is not None:
+            await staged.offline
+        for partition, state in staged.states.items():
             await self.table_io.store(partition, state)
-        self.processed += len(events)
-        return total
+        self.processed += len(staged.events)
 
     async def _write_dead_letters(self, result: BatchResult) -> None:
         await (await self._dlq()).send(result.rejects)
 
-    async def _write_offline(self, result: BatchResult) -> None:
-        if self.offline is not None and result.events:
+    async def _write_offline(self, sink: OfflineSink, result: BatchResult) -> None:
+        if result.events:
             # Files are named by partition and offset range: a replay replaces its file.
             # The snapshots read the batch's live tiles: the next batch waits for this.
-            snapshots = [p.snapshot for p in self.engine.views if p.snapshot is not None]
             await asyncio.to_thread(
-                self.offline.write_batch,
+                sink.write_batch,
                 self.engine.source,
                 result.events,
                 result.writes,
-                snapshots,
+                self._snapshot_views(),
                 namespace=self.engine.namespace,
                 tiles=result.tiles,
             )
+
+    async def _write_offline_beside(self, writer: OfflineWriter, result: BatchResult) -> None:
+        # Files are named by partition and offset range: a replay replaces its file.
+        await writer.write_batch(
+            self.engine.source,
+            result.events,
+            result.writes,
+            self._snapshot_views(),
+            namespace=self.engine.namespace,
+        )
+
+    def _snapshot_views(self) -> list[Any]:
+        return [p.snapshot for p in self.engine.views if p.snapshot is not None]
 
     async def _write_online(self, result: BatchResult) -> None:
         await self._redis(self.online.write, result.writes)
@@ -230,6 +326,21 @@ class _PartitionReader:
         encode = self._data._encode_key
         db = self._data._db_for_partition(self._partition)
         return list(db[[encode(key) for key in keys]])
+
+
+class _PendingReader:
+    """A partition's state as a batch that is not stored yet leaves it: its values
+    first, the store's for every other key."""
+
+    def __init__(self, store: StateStore, pending: Mapping[str, bytes]) -> None:
+        self._store = store
+        self._pending = pending
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        pending = self._pending
+        return [
+            pending.get(key, raw) for key, raw in zip(keys, self._store.get_many(keys), strict=True)
+        ]
 
 
 async def send_records(
@@ -343,12 +454,13 @@ def build_app(
     plans: Sequence[ViewPlan],
     make_engine: Callable[[Sequence[ViewPlan]], PartitionEngine],
     partitions_of: Callable[[str], int],
-    offline_sink: OfflineSink | None = None,
+    offline_sink: OfflineSink | OfflineWriter | None = None,
 ) -> tuple[faust.App, list[SourceRuntime]]:
     """A Faust app with one agent and one state table per source of ``plans``.
 
-    ``offline_sink``: where events and snapshots go; default: a sink with the default
-    roll policy at ``options.offline_root`` if that is set."""
+    ``offline_sink``: where events and snapshots go, written in this process (an
+    :class:`OfflineSink`) or a child (an :class:`OfflineProcess`); default: a child
+    with the default roll policy at ``options.offline_root`` if that is set."""
     import redis.asyncio as redis_asyncio
 
     from streamfs.names import state_table
@@ -401,13 +513,15 @@ def build_app(
         return dlq_sink
 
     if offline_sink is None and options.offline_root:
-        offline_sink = OfflineSink(options.offline_root, background_merges=True)
+        offline_sink = OfflineProcess(options.offline_root)
 
     async def close_sinks(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # The consumer has stopped: no batch is running. Merge the offline log's open
         # files, and let the changelog/dead-letter producer finish what it holds.
-        if offline_sink is not None:
+        if isinstance(offline_sink, OfflineSink):
             await asyncio.to_thread(offline_sink.flush)
+        elif offline_sink is not None:
+            await offline_sink.close()
         if started is not None and started.done():
             await started.result().stop()
 
@@ -459,66 +573,127 @@ def build_app(
     return app, runtimes
 
 
-async def take_batches(
-    stream: Any, max_events: int, interval_s: float
-) -> AsyncGenerator[list[Any], None]:
-    """Batches of the stream's events: at most ``max_events``, each ``interval_s`` after
-    the previous one started, sooner when ``max_events`` wait, and at once when the
-    previous batch took longer than ``interval_s``.
+class BatchTaker:
+    """Batches of a Faust stream's events: at most ``max_events``, each ``interval_s``
+    after the previous one started, sooner when ``max_events`` wait, and at once when
+    the previous batch took longer than ``interval_s``.
 
     Faust's ``take_events(max, within)`` waits ``within`` after each batch *ended*, and
     buffers nothing while a batch is out: a worker busy half the time idles that long
     between batches while events queue, which costs freshness at every rate and
     throughput near capacity. Here a stream processor buffers events in the background
-    all the time (up to ``max_events``, then it waits), and a batch's events are
-    acknowledged once the caller asks for the next batch: its offsets commit only then,
-    and never when the caller raised out of it (``take_events`` acknowledges those too).
+    all the time (up to ``max_events``, then it waits; :attr:`waiting` counts them).
+
+    Nothing is acknowledged here (``take_events`` acknowledges a batch when the next is
+    asked for, even one the caller raised out of): the caller acknowledges each event
+    with ``stream.ack`` once its batch is finished, so its offset commits only then.
     """
-    loop = asyncio.get_running_loop()
-    events: list[Any] = []
-    arrived, full, drained = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
-    async def add(value: Any) -> Any:
-        event = stream.current_event
-        if event is None:
-            raise RuntimeError("a taken event has no current_event")
-        events.append(event)
-        arrived.set()
-        if len(events) >= max_events:
-            full.set()
-            drained.clear()
-            await stream.wait(drained)  # a batch holds at most max_events
-        return value
+    def __init__(self, stream: Any, max_events: int, interval_s: float) -> None:
+        self.stream = stream
+        self.max_events = max_events
+        self.interval_s = interval_s
+        self._events: list[Any] = []
 
-    acks, stream.enable_acks = stream.enable_acks, False  # acknowledged here
-    stream.add_processor(add)
-    stream._enable_passive(aiter(stream.channel))
+    @property
+    def waiting(self) -> int:
+        """Events buffered for the next batch."""
+        return len(self._events)
+
+    async def batches(self) -> AsyncGenerator[list[Any], None]:
+        stream, max_events, events = self.stream, self.max_events, self._events
+        loop = asyncio.get_running_loop()
+        arrived, full, drained = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        async def add(value: Any) -> Any:
+            event = stream.current_event
+            if event is None:
+                raise RuntimeError("a taken event has no current_event")
+            events.append(event)
+            arrived.set()
+            if len(events) >= max_events:
+                full.set()
+                drained.clear()
+                await stream.wait(drained)  # a batch holds at most max_events
+            return value
+
+        acks, stream.enable_acks = stream.enable_acks, False  # the caller acknowledges
+        stream.add_processor(add)
+        stream._enable_passive(aiter(stream.channel))
+        try:
+            next_at = loop.time()
+            while not stream.should_stop:
+                await stream.wait_for_stopped(arrived)
+                remaining = next_at - loop.time()
+                if remaining > 0 and not full.is_set():
+                    await stream.wait_for_stopped(full, timeout=remaining)
+                if not events:
+                    continue
+                next_at = loop.time() + self.interval_s
+                batch = events.copy()
+                events.clear()
+                arrived.clear()
+                full.clear()
+                drained.set()
+                yield batch
+        finally:
+            stream.enable_acks = acks
+            stream._processors.remove(add)
+
+
+def take_batches(
+    stream: Any, max_events: int, interval_s: float
+) -> AsyncGenerator[list[Any], None]:
+    """:meth:`BatchTaker.batches` of a new taker (the caller acknowledges the events)."""
+    return BatchTaker(stream, max_events, interval_s).batches()
+
+
+async def run_batches(
+    batches: AsyncIterator[list[Any]],
+    runtime: SourceRuntime,
+    ack: Callable[[Sequence[Any]], Awaitable[None]],
+    waiting: Callable[[], int],
+) -> None:
+    """Run every batch through ``runtime``, each finished before its events are ``ack``ed.
+
+    When the runtime's offline log is written by a child process, the next batch is
+    staged (on the unfinished batch's state) while the child writes, and the batch is
+    finished after that: sinks, then state, then acknowledgement, in batch order, as
+    DESIGN §4 asks. A batch is held unfinished only while ``waiting()`` events are
+    already buffered for the next: with none, it is finished at once, so its offsets
+    never wait on traffic that may not come (a rebalance waits for every taken event
+    to be acknowledged, for one).
+    """
+    unfinished: StagedBatch | None = None
     try:
-        next_at = loop.time()
-        while not stream.should_stop:
-            await stream.wait_for_stopped(arrived)
-            remaining = next_at - loop.time()
-            if remaining > 0 and not full.is_set():
-                await stream.wait_for_stopped(full, timeout=remaining)
-            if not events:
-                continue
-            next_at = loop.time() + interval_s
-            batch = events.copy()
-            events.clear()
-            arrived.clear()
-            full.clear()
-            drained.set()
-            yield batch
-            for event in batch:
-                await stream.ack(event)
+        async for events in batches:
+            staged = await runtime.stage(events, unfinished)
+            if unfinished is not None:
+                await runtime.finish(unfinished)
+                await ack(unfinished.events)
+                unfinished = None
+            await runtime.start_sinks(staged)
+            if runtime.overlaps and waiting():
+                unfinished = staged
+            else:
+                await runtime.finish(staged)
+                await ack(staged.events)
     finally:
-        stream.enable_acks = acks
-        stream._processors.remove(add)
+        # Raised out (or cancelled): the unfinished batch is not acknowledged, its offsets
+        # not committed; let its offline write settle so the child is not left mid-request.
+        if unfinished is not None and unfinished.offline is not None:
+            await asyncio.wait([unfinished.offline])
 
 
 def _add_agent(app: faust.App, topic: Any, runtime: SourceRuntime, options: WorkerOptions) -> None:
     async def ingest(stream: Any) -> None:
-        async for events in take_batches(stream, options.batch_size, options.batch_within_s):
-            await runtime.process(events)
+        taker = BatchTaker(stream, options.batch_size, options.batch_within_s)
+
+        async def ack(events: Sequence[Any]) -> None:
+            for event in events:
+                await stream.ack(event)
+
+        async with aclosing(taker.batches()) as batches:
+            await run_batches(batches, runtime, ack, lambda: taker.waiting)
 
     app.agent(topic, name=f"ingest-{runtime.engine.source.name}")(ingest)

@@ -50,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--cache-entities",
         type=int,
-        default=40_000,
+        default=20_000,
         help="decoded tiles kept in memory per source, about 10 KB an entity for 20 features",
     )
     parser.add_argument(
@@ -126,7 +126,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from streamfs.engine import PartitionEngine, ViewPlan
     from streamfs.ingest import Validator
     from streamfs.metrics import default_ingest_metrics
-    from streamfs.offline.log import OfflineSink
+    from streamfs.offline.log import roll_policy
+    from streamfs.offline.process import OfflineProcess
     from streamfs.plans import served_views, view_plan
     from streamfs.schemas.client import connect
     from streamfs.schemas.codec import Decoder
@@ -185,8 +186,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from prometheus_client import start_http_server
 
         start_http_server(args.metrics_port, addr=args.metrics_host)
+    # The offline log is written by a child process, beside the batches (streamfs.offline.process).
     offline = (
-        OfflineSink.from_settings(options.offline_root, settings, background_merges=True)
+        OfflineProcess(options.offline_root, policy=roll_policy(settings))
         if options.offline_root
         else None
     )

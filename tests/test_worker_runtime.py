@@ -1,15 +1,18 @@
 """The worker's batch path with fakes for Kafka, RocksDB and the sinks: a batch spanning
-partitions reaches each sink once, and the offline snapshots get the live tiles of every
-online write (so they never decode what the engine already holds). And the worker's
-changes to Faust's consumer: batch delivery, the flow held after a rebalance, and
-the seek back for partitions that have no committed offset."""
+partitions reaches each sink once, and an in-process offline log gets the live tiles of
+every online write (so it never decodes what the engine already holds); with the offline
+log written beside the batches, the next batch is staged on the unfinished one's state,
+ends exactly as one batch after another would, and nothing is stored or acknowledged
+before its offline write. And the worker's changes to Faust's consumer: batch
+delivery, the flow held after a rebalance, and the seek back for partitions that have
+no committed offset."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,14 +21,17 @@ from typing import Any, cast
 import faust
 from faust.types import TP
 
+from streamfs.engine import PartitionEngine
+from streamfs.offline.log import OfflineSink, OfflineWriteError
 from streamfs.online import OnlineWrite
 from streamfs.schemas.sample import ShopEvents
 from streamfs.worker import (
+    BatchTaker,
     SourceRuntime,
     WorkerConsumer,
     WorkerOptions,
     build_app,
-    take_batches,
+    run_batches,
 )
 from tests.test_engine import NOW, DictStore, make_engine, messages
 from tests.worker_fixtures import purchase_plan, purchase_source
@@ -47,7 +53,6 @@ class FakeSinks:
 
     def __init__(self) -> None:
         self.online: list[OnlineWrite] = []
-        self.offline: list[dict[str, Any]] = []
         self.dead: list[Any] = []
 
     async def write(self, writes: Sequence[OnlineWrite]) -> int:
@@ -57,31 +62,38 @@ class FakeSinks:
     async def send(self, rejects: Sequence[Any]) -> None:
         self.dead += rejects
 
-    def write_batch(
+
+class FakeOfflineSink(OfflineSink):
+    """An in-process offline log that records its batches."""
+
+    def __init__(self) -> None:  # no files
+        self.batches: list[dict[str, Any]] = []
+
+    def write_batch(  # type: ignore[override]  # records what it is given
         self, source: Any, events: Any, writes: Any, views: Any, **options: Any
     ) -> list[str]:
-        self.offline.append({"events": list(events), "writes": list(writes), **options})
+        self.batches.append({"events": list(events), "writes": list(writes), **options})
         return []
 
 
-async def test_a_batch_over_partitions_reaches_each_sink_once_with_live_tiles() -> None:
-    topic, url = f"p{uuid.uuid4().hex[:6]}", f"mock://{uuid.uuid4().hex}"
-    engine = make_engine(topic, url)
-
+def runtime_of(engine: PartitionEngine, offline: Any, table_io: Any = None) -> SourceRuntime:
     async def no_seeds(keys: Sequence[str]) -> list[bytes | None]:
         return [None] * len(keys)
 
     engine.seeds = no_seeds
-    sinks, table_io = FakeSinks(), FakeTableIO()
+    sinks = FakeSinks()
 
     async def dlq() -> FakeSinks:
         return sinks
 
     options = WorkerOptions("app", "kafka:9092", "redis://", data_dir=Path("unused"))
-    runtime = SourceRuntime(engine, table_io, dlq, sinks, None, options, sinks)  # type: ignore[arg-type]
-    shop = ShopEvents(seed=5, entities=6, clock=lambda: NOW - 60_000)
-    records = [shop.purchase() for _ in range(40)]
-    events = [
+    table_io = FakeTableIO() if table_io is None else table_io
+    return SourceRuntime(engine, table_io, dlq, sinks, None, options, offline)  # type: ignore[arg-type]
+
+
+def stream_events(topic: str, url: str, records: list[dict[str, Any]]) -> list[Any]:
+    """Faust's events as the runtime reads them, over partitions 0 and 1."""
+    return [
         SimpleNamespace(
             message=SimpleNamespace(
                 topic=m.topic, partition=i % 2, offset=i // 2, key=m.key, value=m.value,
@@ -91,17 +103,166 @@ async def test_a_batch_over_partitions_reaches_each_sink_once_with_live_tiles() 
         for i, m in enumerate(messages(topic, url, records))
     ]  # fmt: skip
 
-    result = await runtime.process(events)
+
+async def test_a_batch_over_partitions_reaches_each_sink_once_with_live_tiles() -> None:
+    topic, url = f"p{uuid.uuid4().hex[:6]}", f"mock://{uuid.uuid4().hex}"
+    offline = FakeOfflineSink()
+    runtime = runtime_of(make_engine(topic, url), offline)
+    table_io, sinks = cast(FakeTableIO, runtime.table_io), cast(FakeSinks, runtime.online)
+    shop = ShopEvents(seed=5, entities=6, clock=lambda: NOW - 60_000)
+    records = [shop.purchase() for _ in range(40)]
+
+    result = await runtime.process(stream_events(topic, url, records))
 
     assert result.rejects == []
     assert len(result.events) == len(records)
     assert sorted(table_io.stores) == [0, 1]  # state stored for both partitions
     assert sinks.online
-    assert len(sinks.offline) == 1
-    (offline,) = sinks.offline
-    assert len(offline["events"]) == len(records)
+    assert len(offline.batches) == 1
+    (batch,) = offline.batches
+    assert len(batch["events"]) == len(records)
     # Every write's tiles are handed over, from both partitions.
-    assert set(offline["tiles"]) == {w.key for w in sinks.online}
+    assert set(batch["tiles"]) == {w.key for w in sinks.online}
+
+
+class BesideOffline:
+    """An offline writer working beside the batches (as the child process does): batch
+    n's write completes only once batch n+1 is staged, so a pipeline that waited for it
+    before staging the next would stall (and fail the wait here)."""
+
+    def __init__(self, log: list[str], staged: dict[int, asyncio.Event], fail: int = 0) -> None:
+        self.log, self.staged, self.fail = log, staged, fail
+        self.written = 0
+
+    async def write_batch(
+        self, source: Any, events: Any, writes: Any = (), views: Any = (), **options: Any
+    ) -> list[str]:
+        self.written += 1
+        n = self.written
+        if n in self.staged:
+            await asyncio.wait_for(self.staged[n].wait(), 5)
+        if n == self.fail:
+            raise OfflineWriteError("disk full")
+        self.log.append(f"offline {n} done")
+        return []
+
+    async def close(self) -> None:
+        pass
+
+
+class LoggingTableIO(FakeTableIO):
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self.log = log
+
+    async def store(self, partition: int, state: dict[str, bytes]) -> None:
+        self.log.append("store")
+        await super().store(partition, state)
+
+
+async def pipelined(
+    url: str, batches: list[list[Any]], fail: int = 0
+) -> tuple[SourceRuntime, list[str], Exception | None]:
+    """Run ``batches`` through :func:`run_batches` with an offline log beside them."""
+    topic = batches[0][0].message.topic
+    log: list[str] = []
+    # Offline write n waits for batch n+1 to be staged, where there is one.
+    staged = {n: asyncio.Event() for n in range(1, len(batches))}
+    engine = make_engine(topic, url)
+    runtime = runtime_of(engine, BesideOffline(log, staged, fail), LoggingTableIO(log))
+    stage = runtime.stage
+
+    async def logged_stage(events: Sequence[Any], unfinished: Any = None) -> Any:
+        result = await stage(events, unfinished)
+        n = batches.index(list(events)) + 1
+        log.append(f"stage {n}")
+        if n - 1 in staged:
+            staged[n - 1].set()
+        return result
+
+    runtime.stage = logged_stage  # type: ignore[method-assign]
+    taken = 0
+
+    async def take() -> AsyncIterator[list[Any]]:
+        nonlocal taken
+        for batch in batches:
+            taken += 1
+            yield batch
+
+    async def ack(events: Sequence[Any]) -> None:
+        log.append(f"ack {batches.index(list(events)) + 1}")
+
+    error = None
+    try:
+        await run_batches(take(), runtime, ack, lambda: len(batches) - taken)
+    except OfflineWriteError as exc:
+        error = exc
+    return runtime, log, error
+
+
+async def one_by_one(url: str, batches: list[list[Any]]) -> SourceRuntime:
+    runtime = runtime_of(make_engine(batches[0][0].message.topic, url), None)
+    for batch in batches:
+        result = await runtime.process(batch)
+        assert result.rejects == []
+    return runtime
+
+
+def stored(runtime: SourceRuntime) -> dict[int, dict[str, bytes]]:
+    return {p: store.data for p, store in cast(FakeTableIO, runtime.table_io).stores.items()}
+
+
+def served(runtime: SourceRuntime) -> dict[str, tuple[int, bytes]]:
+    """The last online write of each key: what Redis holds."""
+    return {w.key: (w.offset, w.tiles) for w in cast(FakeSinks, runtime.online).online}
+
+
+async def test_the_next_batch_is_staged_beside_the_offline_write_and_ends_exact() -> None:
+    # The same 6 entities in every batch: a batch folded onto anything but the unfinished
+    # batch's state would lose events, and the state and Redis would differ below.
+    topic, url = f"p{uuid.uuid4().hex[:6]}", f"mock://{uuid.uuid4().hex}"
+    shop = ShopEvents(seed=7, entities=6, clock=lambda: NOW - 60_000)
+    events = stream_events(topic, url, [shop.purchase() for _ in range(60)])
+    batches = [events[0:20], events[20:40], events[40:60]]
+
+    runtime, log, error = await pipelined(url, batches)
+
+    assert error is None
+    assert log == [
+        "stage 1",
+        "stage 2",  # while offline 1 is still being written
+        "offline 1 done",
+        "store",  # partitions 0 and 1, only after the offline log holds the batch
+        "store",
+        "ack 1",
+        "stage 3",
+        "offline 2 done",
+        "store",
+        "store",
+        "ack 2",
+        "offline 3 done",  # nothing buffered behind it: finished at once
+        "store",
+        "store",
+        "ack 3",
+    ]
+    expected = await one_by_one(url, batches)
+    assert len(served(expected)) == 6  # every entity folded in
+    assert stored(runtime) == stored(expected)
+    assert served(runtime) == served(expected)
+
+
+async def test_a_batch_whose_offline_write_failed_is_neither_stored_nor_acknowledged() -> None:
+    topic, url = f"p{uuid.uuid4().hex[:6]}", f"mock://{uuid.uuid4().hex}"
+    shop = ShopEvents(seed=8, entities=6, clock=lambda: NOW - 60_000)
+    events = stream_events(topic, url, [shop.purchase() for _ in range(60)])
+    batches = [events[0:20], events[20:40], events[40:60]]
+
+    runtime, log, error = await pipelined(url, batches, fail=2)
+
+    assert isinstance(error, OfflineWriteError)
+    assert [entry for entry in log if entry.startswith("ack")] == ["ack 1"]
+    assert log.count("store") == 2  # batch 1's two partitions only
+    assert stored(runtime) == stored(await one_by_one(url, batches[:1]))
 
 
 class FakeFetchConsumer:
@@ -204,16 +365,17 @@ async def test_source_partitions_without_a_committed_offset_are_sought_to_their_
     assert consumer._thread.to_beginning == [source(1), source(2)]
 
 
-async def test_batches_are_taken_without_idling_behind_a_slow_one_and_acked_after_it() -> None:
+async def test_batches_are_taken_without_idling_behind_a_slow_one_and_left_to_acknowledge() -> None:
     # Faust's own take_events waits its whole interval after every batch, with events
-    # queued; take_batches hands over a full buffer at once, a partial one when the
-    # interval since the previous batch's start has passed, and acknowledges a batch's
-    # events only once the caller asks for the next (never those of a batch that raised).
+    # queued; the taker hands over a full buffer at once, a partial one when the interval
+    # since the previous batch's start has passed, counts what it buffered meanwhile, and
+    # acknowledges nothing: the caller does, once a batch is finished (run_batches).
     app = faust.App(f"take-{uuid.uuid4().hex[:8]}", broker="kafka://127.0.0.1:9")
     channel = app.channel()
     taken: list[tuple[float, list[int]]] = []
+    waiting_after_slow_batch: list[int] = []
     acked: list[int] = []
-    failed = asyncio.Event()
+    done = asyncio.Event()
     interval_s = 2.0
 
     async def ingest(stream: Any) -> None:
@@ -224,17 +386,16 @@ async def test_batches_are_taken_without_idling_behind_a_slow_one_and_acked_afte
             return cast(bool, await ack(event))
 
         stream.ack = spy
-        try:
-            async with aclosing(take_batches(stream, 5, interval_s)) as batches:
-                async for events in batches:
-                    values = [e.value for e in events]
-                    taken.append((time.monotonic(), values))
-                    if values[0] == 0:
-                        await asyncio.sleep(0.3)  # a slow first batch: 12 more queue
-                    if 13 in values:
-                        raise RuntimeError("the sink failed")
-        except RuntimeError:
-            failed.set()
+        taker = BatchTaker(stream, 5, interval_s)
+        async with aclosing(taker.batches()) as batches:
+            async for events in batches:
+                values = [e.value for e in events]
+                taken.append((time.monotonic(), values))
+                if values[0] == 0:
+                    await asyncio.sleep(0.3)  # a slow first batch: 12 more queue
+                    waiting_after_slow_batch.append(taker.waiting)
+                if 14 in values:
+                    done.set()
 
     agent = app.agent(channel)(ingest)
     async with agent.test_context() as context:
@@ -243,7 +404,7 @@ async def test_batches_are_taken_without_idling_behind_a_slow_one_and_acked_afte
         await asyncio.sleep(0.1)
         for value in range(3, 15):
             await context.put(value)
-        await asyncio.wait_for(failed.wait(), 10)
+        await asyncio.wait_for(done.wait(), 10)
 
     assert [values for _, values in taken] == [
         [0, 1, 2],
@@ -251,7 +412,8 @@ async def test_batches_are_taken_without_idling_behind_a_slow_one_and_acked_afte
         [8, 9, 10, 11, 12],
         [13, 14],  # partial: the interval after the previous batch started
     ]
+    assert waiting_after_slow_batch == [5]  # buffered up to a batch, the rest held back
     first_done = taken[0][0] + 0.3
     assert taken[1][0] - first_done < interval_s / 2
     assert taken[3][0] - taken[2][0] >= interval_s * 0.95
-    assert acked == list(range(13))  # 13 and 14 were in the batch that raised
+    assert acked == []

@@ -11,7 +11,8 @@ on that topic, in this order:
 - ``bare``: aiokafka ``getmany`` + fastavro ``schemaless_reader`` (the Python ceiling);
 - ``streamfs``: ``streamfs worker`` as a subprocess, from its start until its consumer
   group's committed offsets reach the end of every partition and Redis holds each
-  partition's last event (the sinks flushed); peak RSS from ``/proc/<pid>/status``;
+  partition's last event (the sinks flushed); peak RSS (the worker and its offline
+  writer child, summed) and CPU time from ``/proc``;
 - ``quixstreams``: ``bench/ingest/quix_app.py`` in its own virtualenv (``--quix-python``),
   from start until its group's committed offsets reach the end.
 
@@ -274,25 +275,46 @@ async def bare_loop(bootstrap: str, topic: str, ends: dict[int, int]) -> Result:
 
 
 class RssWatch:
-    """Polls a process's VmHWM (peak RSS) while it runs."""
+    """Polls a process and its children (the worker's offline writer) while they run:
+    the peak of their summed RSS (at least the process's own VmHWM) and their CPU time."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.peak_kb = 0
-        self.cpu_s = 0.0
+        self.cpu_by_pid: dict[int, float] = {}
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(self.cpu_by_pid.values())
 
     def poll(self) -> None:
-        try:
-            text = Path(f"/proc/{self.pid}/status").read_text()
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
-        except OSError:
-            return
-        for line in text.splitlines():
-            if line.startswith(("VmHWM:", "VmRSS:")):
-                self.peak_kb = max(self.peak_kb, int(line.split()[1]))
-        # Fields 14 and 15 (utime, stime) in clock ticks, after the parenthesised name.
-        fields = stat.rpartition(")")[2].split()
-        self.cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total_kb = 0
+        for pid in [self.pid, *_children(self.pid)]:
+            try:
+                text = Path(f"/proc/{pid}/status").read_text()
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+                elif line.startswith("VmHWM:") and pid == self.pid:
+                    self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+            # Fields 14 and 15 (utime, stime) in clock ticks, after the parenthesised name.
+            fields = stat.rpartition(")")[2].split()
+            ticks = int(fields[11]) + int(fields[12])
+            self.cpu_by_pid[pid] = ticks / os.sysconf("SC_CLK_TCK")
+        self.peak_kb = max(self.peak_kb, total_kb)
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return out
 
 
 async def drain(
@@ -385,6 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--span-min", type=int, default=50, help="event times spread over this")
     parser.add_argument("--features", choices=["sample", "basic"], default="sample")
     parser.add_argument("--batch-size", type=int, default=None, help="worker --batch-size")
+    parser.add_argument("--cache-entities", type=int, default=None, help="worker --cache-entities")
     parser.add_argument("--skip", nargs="*", default=[], choices=["bare", "streamfs", "quix"])
     parser.add_argument(
         "--quix-python",
@@ -447,6 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         if args.batch_size:
             cmd += ["--batch-size", str(args.batch_size)]
+        if args.cache_entities is not None:
+            cmd += ["--cache-entities", str(args.cache_entities)]
         results.append(
             asyncio.run(
                 drain(

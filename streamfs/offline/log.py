@@ -41,10 +41,11 @@ so a worker never touches the files of a partition it no longer owns.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +92,18 @@ BACKFILL_PARTITION = -1
 
 class OfflineWriteError(StreamfsError):
     """A log file could not be written; the message names it. Retry the batch."""
+
+
+MERGE_ROWS = 131_072
+"""Rows a merge holds in memory before it writes them out (bounds a merge's memory)."""
+
+
+def roll_policy(settings: Settings) -> RollPolicy:
+    """The roll policy of ``STREAMFS_OFFLINE_ROLL_MB`` and ``STREAMFS_OFFLINE_ROLL_INTERVAL_S``."""
+    return RollPolicy(
+        roll_bytes=settings.offline_roll_mb << 20,
+        roll_interval_ms=settings.offline_roll_interval_s * 1000,
+    )
 
 
 def _wall_clock_ms() -> int:
@@ -184,11 +197,7 @@ class OfflineSink:
         cls, root: str | Location, settings: Settings, *, background_merges: bool = False
     ) -> OfflineSink:
         """A sink with the roll policy of ``STREAMFS_OFFLINE_ROLL_MB`` and ``_INTERVAL_S``."""
-        policy = RollPolicy(
-            roll_bytes=settings.offline_roll_mb << 20,
-            roll_interval_ms=settings.offline_roll_interval_s * 1000,
-        )
-        return cls(root, policy=policy, background_merges=background_merges)
+        return cls(root, policy=roll_policy(settings), background_merges=background_merges)
 
     # --- the worker's calls ---------------------------------------------------------------
 
@@ -414,12 +423,22 @@ class OfflineSink:
     def _write_merge(
         self, schema: pa.Schema, date_dir: str, files: tuple[OpenFile, ...], closes: bool
     ) -> _Merged:
-        """The merge of ``files`` written under a temporary name (touches no sink state)."""
-        tables = [self._read(f.path, schema) for f in files]
-        merged = pa.concat_tables(tables).sort_by("_offset")
+        """The merge of ``files`` written under a temporary name (touches no sink state).
+
+        Files whose offset ranges follow one another (as a partition's do) are streamed
+        through in offset order, at most :data:`MERGE_ROWS` rows in memory at a time;
+        others are read whole and sorted.
+        """
         r = merged_range([f.range for f in files])
         target = f"{date_dir}/{file_name(r.partition, r.first_offset, r.last_offset)}"
-        temp, size = self._write_temp(target, merged)
+        ordered = sorted(files, key=lambda f: f.range.first_offset)
+        if all(a.range.last_offset < b.range.first_offset for a, b in itertools.pairwise(ordered)):
+            temp, size = self._write_temp_chunks(
+                target, schema, self._merge_chunks(ordered, schema)
+            )
+        else:
+            tables = [self._read(f.path, schema) for f in files]
+            temp, size = self._write_temp(target, pa.concat_tables(tables).sort_by("_offset"))
         level = max(f.level for f in files) + 1
         return _Merged(date_dir, files, temp, OpenFile(target, r, size, level), closes)
 
@@ -496,6 +515,39 @@ class OfflineSink:
         except (OSError, pa.ArrowException) as exc:
             raise OfflineWriteError(f"offline log file {target}: {exc}") from exc
         return temp, size
+
+    def _merge_chunks(self, files: Sequence[OpenFile], schema: pa.Schema) -> Iterator[pa.Table]:
+        """The rows of ``files`` (in offset order) in tables of about MERGE_ROWS rows."""
+        pending: list[pa.Table] = []
+        rows = 0
+        for f in files:
+            table = self._read(f.path, schema).sort_by("_offset")
+            pending.append(table)
+            rows += table.num_rows
+            if rows >= MERGE_ROWS:
+                yield pa.concat_tables(pending)
+                pending, rows = [], 0
+        if pending:
+            yield pa.concat_tables(pending)
+
+    def _write_temp_chunks(
+        self, target: str, schema: pa.Schema, chunks: Iterable[pa.Table]
+    ) -> tuple[str, int]:
+        """:meth:`_write_temp` of a table given in chunks, one row group or more each."""
+        directory, _, name = target.rpartition("/")
+        temp = f"{directory}/.tmp-{name}-{uuid.uuid4().hex}"
+        try:
+            self._fs.create_dir(directory, recursive=True)
+            with (
+                self._fs.open_output_stream(temp) as out,
+                pq.ParquetWriter(out, schema, compression=self._compression) as writer,
+            ):
+                for chunk in chunks:
+                    writer.write_table(chunk)
+            size = self._fs.get_file_info(temp).size
+        except (OSError, pa.ArrowException) as exc:
+            raise OfflineWriteError(f"offline log file {target}: {exc}") from exc
+        return temp, int(size)
 
     def _move(self, temp: str, target: str) -> None:
         try:

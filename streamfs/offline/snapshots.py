@@ -30,6 +30,7 @@ rows are what the online store was given, once per accepted batch.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -37,6 +38,7 @@ from typing import Any, Final
 import pyarrow as pa
 
 from streamfs.definitions import FeatureView
+from streamfs.definitions.codec import view_to_json
 from streamfs.definitions.compile import compile_view
 from streamfs.ingest import Event
 from streamfs.offline.layout import LAYOUT_VERSION
@@ -72,6 +74,9 @@ class SnapshotView:
     layout: ViewLayout
     schema: pa.Schema
     feature_names: tuple[str, ...]
+    # The view's registry definition as JSON text: what rebuilds this in another process
+    # (streamfs.offline.process), as compiled closures do not pickle.
+    definition: str
 
     @classmethod
     def of(cls, view: FeatureView, state_version: int) -> SnapshotView:
@@ -97,7 +102,8 @@ class SnapshotView:
             pa.field("_partition", pa.int32()),
             pa.field("_offset", pa.int64()),
         ]
-        return cls(layout, pa.schema(fields), tuple(types))
+        definition = json.dumps(view_to_json(view), sort_keys=True)
+        return cls(layout, pa.schema(fields), tuple(types), definition)
 
     @property
     def name(self) -> str:

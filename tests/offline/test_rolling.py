@@ -136,6 +136,30 @@ def test_small_batches_are_merged_in_tiers_and_every_row_stays_once(tmp_path: Pa
     assert len(files) == 2
 
 
+def test_a_merge_streams_its_inputs_in_bounded_chunks_and_in_offset_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A merge of big files must not hold them all in memory: it writes at most about
+    # MERGE_ROWS rows at a time, each chunk a row group, still one file in offset order.
+    monkeypatch.setattr("streamfs.offline.log.MERGE_ROWS", 50)
+    location = Location.of(str(tmp_path))
+    sink = OfflineSink(location, policy=RollPolicy(roll_bytes=1 << 30, fanout=8), clock=Clock())
+    batch = events(400, days=1)
+    for start in range(0, 400, 20):  # 20 batches of 20 rows
+        sink.write(SOURCE, batch[start : start + 20])
+    sink.flush()
+    offsets, files = stored(location)
+    (path,) = files
+    table = pq.read_table(path)
+    assert table.column("_offset").to_pylist() == list(range(400))
+    assert pq.ParquetFile(path).metadata.num_row_groups > 1
+    row_groups = pq.ParquetFile(path).metadata
+    assert all(
+        row_groups.row_group(i).num_rows <= 400 // 2 for i in range(row_groups.num_row_groups)
+    )
+    assert offsets == Counter(range(400))
+
+
 def test_files_close_by_size(tmp_path: Path) -> None:
     location = Location.of(str(tmp_path))
     sink = OfflineSink(location, policy=RollPolicy(roll_bytes=30_000, fanout=50), clock=Clock())
