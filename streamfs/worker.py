@@ -19,8 +19,8 @@ of events from the stream (:class:`BatchTaker`), and per batch:
 The offline log is written by a child process (:mod:`streamfs.offline.process`), so
 the worker does not wait for it: while the child writes batch n, the worker already
 does step 1 of batch n+1, reading the state batch n left (not stored yet) in place of
-the stored one, and waits for the child only before step 3 of batch n
-(:func:`run_batches`). One batch is in flight at a time; steps 3 and 4 keep batch order.
+the stored one, and writes it to Redis; it waits for the child only before step 3 of
+batch n (:func:`run_batches`). One batch is in flight at a time; steps 3 and 4 keep batch order.
 
 The state table is a Faust table (RocksDB, changelog topic, recovery on
 assignment), but the hot path reads and writes it below Faust's per-key API
@@ -124,12 +124,13 @@ class StagedBatch:
 class SourceRuntime:
     """A source's engine plus the sinks a batch goes to.
 
-    A batch goes through three steps: :meth:`stage` (validate and fold, no writes),
-    :meth:`start_sinks` (dead letters and Redis, awaited; the offline log, awaited
-    when it is written in this process, left running when a child process writes it)
-    and :meth:`finish` (wait for the offline log, then store the state). The worker
-    stages the next batch before it finishes this one (:func:`run_batches`), so the
-    child writes one batch's offline log while this process folds the next.
+    A batch goes through four steps: :meth:`stage` (validate and fold, no writes),
+    :meth:`write_sinks` (dead letters and Redis, and the offline log when it is
+    written in this process), :meth:`start_offline` (hand the batch to the offline
+    writer child, when there is one, without waiting) and :meth:`finish` (wait for the
+    offline log, then store the state). The worker stages and writes the next batch
+    to Redis before it finishes this one (:func:`run_batches`), so the child writes
+    one batch's offline log while this process folds the next.
     """
 
     def __init__(
@@ -161,7 +162,8 @@ class SourceRuntime:
     async def process(self, events: Sequence[Any]) -> BatchResult:
         """One batch from start to end, nothing overlapped."""
         staged = await self.stage(events)
-        await self.start_sinks(staged)
+        await self.write_sinks(staged)
+        self.start_offline(staged)
         await self.finish(staged)
         return staged.result
 
@@ -192,9 +194,8 @@ class SourceRuntime:
             states[partition] = result.state
         return StagedBatch(events, total, states)
 
-    async def start_sinks(self, staged: StagedBatch) -> None:
-        """Dead letters and Redis, awaited; the offline log awaited too if written here,
-        else sent to the child process and left running (:meth:`finish` waits for it)."""
+    async def write_sinks(self, staged: StagedBatch) -> None:
+        """Dead letters and Redis, and an offline log written in this process, at once."""
         result = staged.result
         writes: list[Awaitable[Any]] = [
             self._write_dead_letters(result),
@@ -202,9 +203,15 @@ class SourceRuntime:
         ]
         if isinstance(self.offline, OfflineSink):
             writes.append(self._write_offline(self.offline, result))
-        elif self.offline is not None:
-            staged.offline = asyncio.ensure_future(self._write_offline_beside(self.offline, result))
         await asyncio.gather(*writes)
+
+    def start_offline(self, staged: StagedBatch) -> None:
+        """Send the batch to an offline writer that works beside the worker (the child
+        process), and leave it running: :meth:`finish` waits for it."""
+        if self.offline is not None and not isinstance(self.offline, OfflineSink):
+            staged.offline = asyncio.ensure_future(
+                self._write_offline_beside(self.offline, staged.result)
+            )
 
     async def finish(self, staged: StagedBatch) -> None:
         """Wait for the offline log to hold the batch, then store its state (changelog
@@ -363,6 +370,24 @@ async def send_records(
     return base + last_count - 1
 
 
+def hiredis_packed_connection() -> type:
+    import redis.asyncio as redis_asyncio
+    from redis.connection import HiredisRespSerializer
+
+    serializer = HiredisRespSerializer()
+
+    class HiredisPackedConnection(redis_asyncio.Connection):
+        """redis-py's asyncio connection packs commands in Python, argument by argument
+        (its sync one uses hiredis): a batch's Redis write packs 5 arguments an entity,
+        about 3% of the worker's CPU. hiredis packs the same bytes about 3x faster."""
+
+        def pack_command(self, *args: Any) -> list[bytes]:
+            packed: list[bytes] = serializer.pack(*args)
+            return packed
+
+    return HiredisPackedConnection
+
+
 def _message(event: Any) -> Message:
     m = event.message
     headers = tuple((k, bytes(v)) for k, v in (m.headers or ()))
@@ -462,6 +487,7 @@ def build_app(
     :class:`OfflineSink`) or a child (an :class:`OfflineProcess`); default: a child
     with the default roll policy at ``options.offline_root`` if that is set."""
     import redis.asyncio as redis_asyncio
+    from redis.utils import HIREDIS_AVAILABLE
 
     from streamfs.names import state_table
 
@@ -484,6 +510,9 @@ def build_app(
     redis_client = redis_asyncio.Redis.from_url(
         options.redis_url, socket_timeout=5, socket_connect_timeout=2
     )
+    pool = redis_client.connection_pool
+    if HIREDIS_AVAILABLE and pool.connection_class is redis_asyncio.Connection:  # plain TCP
+        pool.connection_class = hiredis_packed_connection()
     online = OnlineWriter(redis_client, wall_clock_ms)
     started: asyncio.Future[AIOKafkaProducer] | None = None
 
@@ -657,22 +686,25 @@ async def run_batches(
     """Run every batch through ``runtime``, each finished before its events are ``ack``ed.
 
     When the runtime's offline log is written by a child process, the next batch is
-    staged (on the unfinished batch's state) while the child writes, and the batch is
-    finished after that: sinks, then state, then acknowledgement, in batch order, as
-    DESIGN §4 asks. A batch is held unfinished only while ``waiting()`` events are
-    already buffered for the next: with none, it is finished at once, so its offsets
-    never wait on traffic that may not come (a rebalance waits for every taken event
-    to be acknowledged, for one).
+    staged (on the unfinished batch's state) and written to Redis while the child
+    writes, and the batch is finished after that: sinks, then state, then
+    acknowledgement, in batch order, as DESIGN §4 asks. A batch is held unfinished
+    only while ``waiting()`` events are already buffered for the next: with none, it
+    is finished at once, so its offsets never wait on traffic that may not come (a
+    rebalance waits for every taken event to be acknowledged, for one).
     """
     unfinished: StagedBatch | None = None
     try:
         async for events in batches:
             staged = await runtime.stage(events, unfinished)
+            # Redis first: a batch's values go online without waiting for the offline
+            # log of the one before (a replay rewrites them the same, DESIGN §4).
+            await runtime.write_sinks(staged)
             if unfinished is not None:
                 await runtime.finish(unfinished)
                 await ack(unfinished.events)
                 unfinished = None
-            await runtime.start_sinks(staged)
+            runtime.start_offline(staged)
             if runtime.overlaps and waiting():
                 unfinished = staged
             else:
