@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 import faust
+import orjson
 import rocksdict
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -304,15 +305,29 @@ class TableIO:
     def __init__(self, table: Any, producer: Callable[[], Awaitable[AIOKafkaProducer]]) -> None:
         self._table = table
         self._producer = producer
+        self._encode_key: Callable[[str], bytes] | None = None
+
+    def encode_key(self) -> Callable[[str], bytes]:
+        """The table's key encoding: Faust's (``Store._encode_key``: its serializer
+        registry, about 1 µs a key), or ``orjson.dumps`` (0.1 µs) where that gives the
+        same bytes, as it does for Faust 0.15's JSON keys (checked on keys with quotes,
+        control characters and non-ASCII letters)."""
+        if self._encode_key is None:
+            faust_encode = self._table.data._encode_key
+            probes = ("user_purchases@1:u000123", "\x00p:topic:3", 'q"uote\\', "ü:ключ 🙂")
+            same = all(faust_encode(k) == orjson.dumps(k) for k in probes)
+            self._encode_key = orjson.dumps if same else faust_encode
+        return self._encode_key
 
     def reader(self, partition: int) -> _PartitionReader:
-        return _PartitionReader(self._table.data, partition)
+        return _PartitionReader(self._table.data, partition, self.encode_key())
 
     async def store(self, partition: int, state: dict[str, bytes]) -> None:
         if not state:
             return
         data = self._table.data
-        items = [(data._encode_key(key), value) for key, value in state.items()]
+        encode = self.encode_key()
+        items = [(encode(key), value) for key, value in state.items()]
         topic = self._table.changelog_topic.get_topic_name()
         last_offset = await send_records(await self._producer(), topic, partition, items)
         batch = rocksdict.WriteBatch(raw_mode=True)
@@ -325,12 +340,13 @@ class TableIO:
 class _PartitionReader:
     """The engine's view of one partition's state: one RocksDB multi-get per call."""
 
-    def __init__(self, data: Any, partition: int) -> None:
+    def __init__(self, data: Any, partition: int, encode_key: Callable[[str], bytes]) -> None:
         self._data = data
         self._partition = partition
+        self._encode_key = encode_key
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        encode = self._data._encode_key
+        encode = self._encode_key
         db = self._data._db_for_partition(self._partition)
         return list(db[[encode(key) for key in keys]])
 
