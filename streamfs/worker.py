@@ -61,6 +61,7 @@ from streamfs.ingest import Event, Message
 from streamfs.offline.log import OfflineSink
 from streamfs.offline.process import OfflineProcess
 from streamfs.online import OnlineWrite, OnlineWriter
+from streamfs.schemas.errors import RegistryUnavailableError
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -86,7 +87,7 @@ class WorkerOptions:
     data_dir: Path
     batch_size: int = 10_000
     batch_within_s: float = 0.1
-    redis_retry_max_s: float = 5.0
+    retry_max_s: float = 5.0  # the longest wait between retries (Redis, the registry)
     offline_root: str | None = None  # the Parquet event log; None: no offline sink
 
 
@@ -186,7 +187,7 @@ class SourceRuntime:
             reader: StateStore = self.table_io.reader(partition)
             if unfinished is not None and (pending := unfinished.states.get(partition)):
                 reader = _PendingReader(reader, pending)
-            result = await self.engine.process(partition, messages, reader)
+            result = await self._process(partition, messages, reader)
             total.writes += result.writes
             total.rejects += result.rejects
             total.skipped_replays += result.skipped_replays
@@ -194,6 +195,21 @@ class SourceRuntime:
             total.tiles.update(result.tiles)
             states[partition] = result.state
         return StagedBatch(events, total, states)
+
+    async def _process(
+        self, partition: int, messages: list[Message], reader: StateStore
+    ) -> BatchResult:
+        """The engine's batch, retried with backoff while the schema registry cannot be
+        asked (a new writer schema id to fetch): the events may well be valid, and the
+        engine writes nothing until it returns."""
+        delay = 0.1
+        while True:
+            try:
+                return await self.engine.process(partition, messages, reader)
+            except RegistryUnavailableError as exc:
+                log.warning("registry_retry", error=str(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.options.retry_max_s)
 
     async def write_sinks(self, staged: StagedBatch) -> None:
         """Dead letters and Redis, and an offline log written in this process, at once."""
@@ -288,7 +304,7 @@ class SourceRuntime:
                 else:
                     raise
             await asyncio.sleep(delay)
-            delay = min(delay * 2, self.options.redis_retry_max_s)
+            delay = min(delay * 2, self.options.retry_max_s)
 
     def _log_redis_retry(self, exc: BaseException, delay: float) -> None:
         log.warning("redis_write_retry", error=repr(exc), retry_in_s=delay)
@@ -741,7 +757,17 @@ def _add_agent(app: faust.App, topic: Any, runtime: SourceRuntime, options: Work
             for event in events:
                 await stream.ack(event)
 
-        async with aclosing(taker.batches()) as batches:
-            await run_batches(batches, runtime, ack, lambda: taker.waiting)
+        try:
+            async with aclosing(taker.batches()) as batches:
+                await run_batches(batches, runtime, ack, lambda: taker.waiting)
+        except Exception as exc:
+            # Faust would restart the agent, which goes on with the events after the
+            # failed batch: their state would cover its offsets (the engine skips
+            # offsets at or below a partition's last processed one), and the replay
+            # after the next restart would skip its events. The worker stops instead
+            # (exit code 1) and its restart replays from the committed offsets.
+            log.critical("worker_batch_failed", source=runtime.engine.source.name, error=repr(exc))
+            await app.crash(exc)
+            raise
 
     app.agent(topic, name=f"ingest-{runtime.engine.source.name}")(ingest)

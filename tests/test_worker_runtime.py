@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from streamfs.engine import PartitionEngine
 from streamfs.offline.log import OfflineSink, OfflineWriteError
 from streamfs.online import OnlineWrite
+from streamfs.schemas.errors import RegistryUnavailableError
 from streamfs.schemas.sample import ShopEvents
 from streamfs.worker import (
     BatchTaker,
@@ -33,6 +34,7 @@ from streamfs.worker import (
     TableIO,
     WorkerConsumer,
     WorkerOptions,
+    _add_agent,
     build_app,
     hiredis_packed_connection,
     run_batches,
@@ -467,3 +469,58 @@ def test_state_keys_are_encoded_as_faust_encodes_them(key: str) -> None:
 KEY_APP = faust.App(f"keys-{uuid.uuid4().hex[:8]}", broker="kafka://127.0.0.1:9", store="memory://")
 KEY_TABLE = KEY_APP.Table("keys", key_type=str, value_type=bytes, partitions=1)
 KEY_TABLE_IO = TableIO(KEY_TABLE, producer=cast(Any, None))
+
+
+async def test_a_batch_is_staged_again_while_the_registry_cannot_be_asked() -> None:
+    topic, url = f"p{uuid.uuid4().hex[:6]}", f"mock://{uuid.uuid4().hex}"
+    runtime = runtime_of(make_engine(topic, url), None)
+    validate = runtime.engine.validator.validate
+    attempts = 0
+
+    async def flaky(messages: Any, watermarks: Any) -> Any:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise RegistryUnavailableError("connection refused", error_code=50301, status=503)
+        return await validate(messages, watermarks)
+
+    runtime.engine.validator.validate = flaky  # type: ignore[method-assign]
+    shop = ShopEvents(seed=9, entities=6, clock=lambda: NOW - 60_000)
+    events = stream_events(topic, url, [shop.purchase() for _ in range(10)])[::2]  # partition 0
+
+    staged = await runtime.stage(events)
+
+    assert attempts == 3
+    assert len(staged.result.events) == len(events)
+    assert staged.result.rejects == []
+
+
+async def test_a_failed_batch_stops_the_worker_rather_than_the_agent_going_on() -> None:
+    # Faust restarts a crashed agent, which would go on past the failed batch; the
+    # worker crashes the app instead (the process exits 1 and its restart replays).
+    app = faust.App(f"crash-{uuid.uuid4().hex[:8]}", broker="kafka://127.0.0.1:9")
+    crashed: list[BaseException] = []
+
+    async def crash(reason: BaseException) -> None:
+        crashed.append(reason)
+
+    app.crash = crash  # type: ignore[method-assign]
+
+    class FailingRuntime:
+        engine = SimpleNamespace(source=SimpleNamespace(name="purchases"))
+        overlaps = False
+
+        async def stage(self, events: Any, unfinished: Any = None) -> Any:
+            raise OfflineWriteError("disk full")
+
+    options = WorkerOptions("app", "kafka:9092", "redis://", data_dir=Path("unused"))
+    _add_agent(app, app.channel(), cast(Any, FailingRuntime()), options)
+    (agent,) = app.agents.values()
+    async with agent.test_context() as context:
+        await context.put(b"event")
+        for _ in range(100):
+            if crashed:
+                break
+            await asyncio.sleep(0.05)
+
+    assert [str(reason) for reason in crashed] == ["disk full"]
