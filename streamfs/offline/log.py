@@ -505,16 +505,7 @@ class OfflineSink:
 
     def _write_temp(self, target: str, table: pa.Table) -> tuple[str, int]:
         """Write ``table`` under a temporary name beside ``target`` (readers skip it)."""
-        directory, _, name = target.rpartition("/")
-        temp = f"{directory}/.tmp-{name}-{uuid.uuid4().hex}"
-        try:
-            self._fs.create_dir(directory, recursive=True)
-            with self._fs.open_output_stream(temp) as out:
-                pq.write_table(table, out, compression=self._compression)
-                size = int(out.tell())
-        except (OSError, pa.ArrowException) as exc:
-            raise OfflineWriteError(f"offline log file {target}: {exc}") from exc
-        return temp, size
+        return self._write_temp_chunks(target, table.schema, [table])
 
     def _merge_chunks(self, files: Sequence[OpenFile], schema: pa.Schema) -> Iterator[pa.Table]:
         """The rows of ``files`` (in offset order) in tables of about MERGE_ROWS rows."""
@@ -533,21 +524,20 @@ class OfflineSink:
     def _write_temp_chunks(
         self, target: str, schema: pa.Schema, chunks: Iterable[pa.Table]
     ) -> tuple[str, int]:
-        """:meth:`_write_temp` of a table given in chunks, one row group or more each."""
+        """:meth:`_write_temp` of a table given in chunks, one row group or more each;
+        returns the temporary path and the file's size."""
         directory, _, name = target.rpartition("/")
         temp = f"{directory}/.tmp-{name}-{uuid.uuid4().hex}"
         try:
             self._fs.create_dir(directory, recursive=True)
-            with (
-                self._fs.open_output_stream(temp) as out,
-                pq.ParquetWriter(out, schema, compression=self._compression) as writer,
-            ):
-                for chunk in chunks:
-                    writer.write_table(chunk)
-            size = self._fs.get_file_info(temp).size
+            with self._fs.open_output_stream(temp) as out:
+                with pq.ParquetWriter(out, schema, compression=self._compression) as writer:
+                    for chunk in chunks:
+                        writer.write_table(chunk)
+                size = int(out.tell())
         except (OSError, pa.ArrowException) as exc:
             raise OfflineWriteError(f"offline log file {target}: {exc}") from exc
-        return temp, int(size)
+        return temp, size
 
     def _move(self, temp: str, target: str) -> None:
         try:
