@@ -702,13 +702,6 @@ class BatchTaker:
             stream._processors.remove(add)
 
 
-def take_batches(
-    stream: Any, max_events: int, interval_s: float
-) -> AsyncGenerator[list[Any], None]:
-    """:meth:`BatchTaker.batches` of a new taker (the caller acknowledges the events)."""
-    return BatchTaker(stream, max_events, interval_s).batches()
-
-
 async def run_batches(
     batches: AsyncIterator[list[Any]],
     runtime: SourceRuntime,
