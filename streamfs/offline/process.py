@@ -3,19 +3,20 @@
 Writing a batch to the offline log (:class:`~streamfs.offline.log.OfflineSink`:
 the events as Arrow columns, each touched entity's feature snapshot valued from
 its tiles, Parquet encoding) took about 30% of a worker's CPU, all of it under the
-worker's GIL. :class:`OfflineProcess` runs the sink in a process of its own
-(``spawn``ed, so nothing of the worker's Kafka clients, threads or event loop is
-copied into it) and hands it each batch through a pipe: events, online writes
-(their encoded tiles) and snapshot views are pickled; the child decodes the tiles
-again, since live objects cannot cross. The worker processes its next batch
-while the child writes this one (see :mod:`streamfs.worker`).
+worker's GIL. :class:`OfflineProcess` runs the sink in a fresh interpreter of its
+own (``python -m streamfs.offline.process``, so nothing of the worker's Kafka
+clients, threads or event loop is copied into it) and hands it each batch over a
+socket pair: events and online writes (their encoded tiles) as pickled tuples,
+snapshot views as their definitions; the child decodes the tiles again, since live
+objects cannot cross. The worker processes its next batch while the child writes
+this one (see :mod:`streamfs.worker`).
 
 One request is in flight at a time, answered in order: a batch's paths, or the
 error that stopped it (raised here as :class:`OfflineWriteError` naming the
 child's exception). A child that dies fails the request it had and every one after
 it with an error that gives its exit code; the batch is then not committed and the
 worker's restart replays it. The child stops when asked (:meth:`OfflineProcess.close`
-flushes first) or when the worker dies: its end of the pipe reads EOF. It ignores
+flushes first) or when the worker dies: its end of the socket reads EOF. It ignores
 SIGINT and SIGTERM, which a terminal or a supervisor may send to the whole process
 group: the worker's shutdown stops it after the last flush.
 """
@@ -108,7 +109,8 @@ class OfflineProcess:
             source,
             [(e.entity_key, e.event_time_ms, e.record, e.partition, e.offset) for e in events],
             [(w.key, w.offset, w.tiles, w.last_event_time_ms, w.ttl_ms) for w in writes],
-            [_ViewRef.of(v) for v in views],
+            # A snapshot view holds compiled closures, which don't pickle: its definition.
+            [(v.definition, v.version) for v in views],
             namespace,
         )
         paths: list[str] = await self._call(request)
@@ -188,32 +190,9 @@ class OfflineProcess:
         return OfflineWriteError(f"the offline writer process exited (exit code {code})")
 
 
-class _ViewRef:
-    """A :class:`SnapshotView` as it crosses to the child: its definition as JSON text
-    and its state version (a snapshot view holds compiled closures, which don't pickle)."""
-
-    __slots__ = ("definition", "state_version")
-
-    def __init__(self, definition: str, state_version: int) -> None:
-        self.definition = definition
-        self.state_version = state_version
-
-    @classmethod
-    def of(cls, view: SnapshotView) -> _ViewRef:
-        return cls(view.definition, view.version)
-
-    def __getstate__(self) -> tuple[str, int]:
-        return self.definition, self.state_version
-
-    def __setstate__(self, state: tuple[str, int]) -> None:
-        self.definition, self.state_version = state
-
-    def resolve(self) -> SnapshotView:
-        return _compiled(self.definition, self.state_version)
-
-
 @functools.lru_cache(maxsize=64)
 def _compiled(definition: str, state_version: int) -> SnapshotView:
+    """The snapshot view of a definition (JSON text) and state version, compiled once."""
     return SnapshotView.of(view_from_json(json.loads(definition)), state_version)
 
 
@@ -241,7 +220,7 @@ def _serve(conn: Connection) -> None:
                 _, source, event_rows, write_rows, refs, namespace = request
                 events = [Event(*row) for row in event_rows]
                 writes = [OnlineWrite(*row) for row in write_rows]
-                views = [ref.resolve() for ref in refs]
+                views = [_compiled(definition, version) for definition, version in refs]
                 result: Any = sink.write_batch(source, events, writes, views, namespace=namespace)
             elif kind in ("flush", "stop"):
                 result = sink.flush()
