@@ -226,6 +226,9 @@ class SourceRuntime:
         """Send the batch to an offline writer that works beside the worker (the child
         process), and leave it running: :meth:`finish` waits for it."""
         if self.offline is not None and not isinstance(self.offline, OfflineSink):
+            # The child values snapshots from the encoded tiles: let the live ones go
+            # (the unfinished batch would otherwise hold up to a batch of them).
+            staged.result.tiles.clear()
             staged.offline = asyncio.ensure_future(
                 self._write_offline_beside(self.offline, staged.result)
             )
