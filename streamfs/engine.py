@@ -168,12 +168,12 @@ class PartitionEngine:
                 tiles = (
                     EntityTiles(plan.view.layout)
                     if seed is None
-                    else EntityTiles.decode(plan.view.layout, seed)
+                    else EntityTiles.decode(plan.view.layout, seed, lazy=True)
                 )
             elif cached is not None and raw[: _OFFSET.size] == cached[0]:
                 tiles = cached[1]
             else:
-                tiles = EntityTiles.decode(plan.view.layout, raw[_OFFSET.size :])
+                tiles = EntityTiles.decode(plan.view.layout, raw[_OFFSET.size :], lazy=True)
             for event in events:
                 tiles.add_event(event.event_time_ms, inputs(event.record), event.offset)
             tiles.evict(now - plan.evict_slack_ms)

@@ -118,6 +118,7 @@ class Group:
     template: tuple[Any, ...]
     fresh: tuple[tuple[int, Callable[[], Any]], ...]
     encoders: tuple[Callable[[Any], bytes], ...]  # per slot: its aggregator's encode
+    decoders: tuple[Callable[[bytes], Any], ...]  # per slot: its aggregator's decode
     # For queries, per distinct window (widest first): its length in ms and its readers.
     windows: tuple[tuple[int, tuple[Reader, ...]], ...]
     no_rows: tuple[tuple[()], ...]  # per slot, no states: what an empty window merges
@@ -126,6 +127,18 @@ class Group:
         row = list(self.template)
         for slot, initial in self.fresh:
             row[slot] = initial()
+        return row
+
+    def decode_row(self, chunk: bytes) -> list[Any]:
+        """The states of a row :meth:`EntityTiles.encode` wrote (``chunk`` starts with its
+        index), checked whole when the entity was decoded."""
+        row = []
+        offset = 8
+        for decode in self.decoders:
+            (size,) = _U32.unpack_from(chunk, offset)
+            offset += 4
+            row.append(decode(chunk[offset : offset + size]))
+            offset += size
         return row
 
 
@@ -175,6 +188,7 @@ class Layout:
                         if not isinstance(s, _IMMUTABLE)
                     ),
                     encoders=tuple(a.encode for a in aggregators),
+                    decoders=tuple(a.decode for a in aggregators),
                     no_rows=((),) * len(members),
                     windows=tuple(
                         (
@@ -204,7 +218,9 @@ class EntityTiles:
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
-        self.groups: list[dict[int, list[Any]]] = [{} for _ in layout.groups]
+        # Per group, tile index -> row; ``None``: a decoded store's row that nothing read
+        # yet, decoded from ``encoded`` when an event falls into it or a query reads it.
+        self.groups: list[dict[int, list[Any] | None]] = [{} for _ in layout.groups]
         # Per group, the encoded bytes of the rows no event touched since they were last
         # encoded or decoded: a batch re-encodes only the tiles its events fell into.
         self.encoded: list[dict[int, bytes]] = [{} for _ in layout.groups]
@@ -222,7 +238,8 @@ class EntityTiles:
             index = event_time_ms // group.hop_ms
             row = rows.get(index)
             if row is None:
-                row = rows[index] = group.new_row()
+                chunk = encoded.pop(index, None)
+                row = rows[index] = group.new_row() if chunk is None else group.decode_row(chunk)
             elif index in encoded:
                 del encoded[index]
             for slot, i, add in group.plain:
@@ -260,6 +277,7 @@ class EntityTiles:
         """Every feature's value for its window at ``as_of_ms(t_ms)``, by name."""
         t_ms = as_of_ms(t_ms, self.last_event_time_ms)
         values: dict[str, Any] = dict.fromkeys(self.layout.names)
+        self._decode_rows()
         for group, rows in zip(self.layout.groups, self.groups, strict=True):
             hop_ms = group.hop_ms
             head = t_ms // hop_ms
@@ -292,6 +310,7 @@ class EntityTiles:
             for index, row in rows.items():
                 chunk = encoded.get(index)
                 if chunk is None:
+                    assert row is not None  # a row without bytes was decoded or is new
                     row_parts = [_I64.pack(index)]
                     for encode, state in zip(encoders, row):  # noqa: B905  # hot path
                         body = encode(state)
@@ -302,29 +321,41 @@ class EntityTiles:
         return b"".join(parts)
 
     @classmethod
-    def decode(cls, layout: Layout, data: bytes) -> EntityTiles:
-        """The store :meth:`encode` wrote, read with the same ``layout``."""
+    def decode(cls, layout: Layout, data: bytes, lazy: bool = False) -> EntityTiles:
+        """The store :meth:`encode` wrote, read with the same ``layout``.
+
+        The bytes are checked whole; ``lazy``: each row's states are decoded only when
+        an event falls into the row or a query reads it, so a malformed state raises
+        there, not here.
+        """
         tiles = cls(layout)
         offset = sc.check_version(data, "entity tiles")
         last, offset = sc.decode_scalar(data, offset)
         if last is not None and (isinstance(last, bool) or not isinstance(last, int)):
             raise StateDecodeError(f"entity tiles: last event time {last!r} is not an int")
         tiles.last_event_time_ms = last
+        size_of = len(data)
         for group, rows, encoded in zip(layout.groups, tiles.groups, tiles.encoded, strict=True):
-            decoders = [layout.features[i].aggregator.decode for i in group.members]
+            slots = range(len(group.members))
             count, offset = sc.decode_u64(data, offset)
             for _ in range(count):
                 start = offset
                 index, offset = sc.decode_i64(data, offset)
-                row: list[Any] = []
-                for decode in decoders:
+                for _ in slots:
                     size, offset = sc.decode_u32(data, offset)
-                    end = offset + size
-                    if end > len(data):
-                        raise StateDecodeError("entity tiles: truncated state")
-                    row.append(decode(data[offset:end]))
-                    offset = end
-                rows[index] = row
+                    offset += size
+                if offset > size_of:
+                    raise StateDecodeError("entity tiles: truncated state")
+                # Rows are decoded when read (most of a worker's reads touch one row).
+                rows[index] = None
                 encoded[index] = data[start:offset]
         sc.check_done(data, offset, "entity tiles")
+        if not lazy:
+            tiles._decode_rows()
         return tiles
+
+    def _decode_rows(self) -> None:
+        for group, rows, encoded in zip(self.layout.groups, self.groups, self.encoded, strict=True):
+            for index, row in rows.items():
+                if row is None:
+                    rows[index] = group.decode_row(encoded[index])

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamfs.aggregators import make
+from streamfs.statecodec import StateDecodeError
 from streamfs.tiles import EntityTiles, Feature, Layout, Tiles
 from streamfs.windows import WindowSpec, as_of_ms, in_window
 
@@ -201,6 +202,68 @@ def test_entity_tiles_equal_brute_force_and_survive_encoding(
             expected = brute(feature.name, kept, feature.window, t_eff)
             assert same(feature.name, got[feature.name], expected), feature.name
             assert same(feature.name, again[feature.name], expected), feature.name
+
+
+def multi_hop_layout(hop_ms: int) -> Layout:
+    return Layout.of(
+        [
+            Feature(function, make(function), WindowSpec(hop * 3 * multiple, hop))
+            for (function, multiple), hop in zip(
+                FEATURES, [hop_ms, 2 * hop_ms] * len(FEATURES), strict=False
+            )
+        ]
+    )
+
+
+@settings(max_examples=150)
+@given(
+    events=event_lists,
+    hop_ms=st.integers(1, 40),
+    split=st.integers(0, 60),
+    evict_at=st.none() | st.integers(0, 1_200),
+    queries=query_times,
+)
+def test_a_lazily_decoded_store_folds_evicts_and_encodes_as_the_original(
+    events: list[Event], hop_ms: int, split: int, evict_at: int | None, queries: list[int]
+) -> None:
+    # The worker decodes stored tiles lazily (a row's states when an event falls into
+    # it) and re-encodes only the rows it touched: the bytes and values must be those
+    # of a store that never left memory.
+    layout = multi_hop_layout(hop_ms)
+    width = len(layout.features)
+    whole = EntityTiles(layout)
+    first = EntityTiles(layout)
+    for seq, (time, value) in enumerate(events):
+        whole.add_event(time, [value] * width, seq)
+        if seq < split:
+            first.add_event(time, [value] * width, seq)
+    resumed = EntityTiles.decode(layout, first.encode(), lazy=True)
+    for seq, (time, value) in enumerate(events[split:], split):
+        resumed.add_event(time, [value] * width, seq)
+    if evict_at is not None:
+        whole.evict(evict_at)
+        resumed.evict(evict_at)
+    assert resumed.encode() == whole.encode()
+    assert resumed.is_empty() == whole.is_empty()
+    for t in queries:
+        assert resumed.query(t) == whole.query(t)
+    assert resumed.encode() == whole.encode()  # a query decodes rows, changes no bytes
+
+
+def test_a_malformed_state_raises_where_its_row_is_read() -> None:
+    layout = Layout.of([Feature("n", make("count"), WindowSpec(100, 10))])
+    store = EntityTiles(layout)
+    store.add_events([(5, [1]), (25, [1])])
+    data = bytearray(store.encode())
+    data[-9] = 99  # the version byte of the last row's count state
+    with pytest.raises(StateDecodeError, match="version 99"):
+        EntityTiles.decode(layout, bytes(data))
+    lazy = EntityTiles.decode(layout, bytes(data), lazy=True)
+    lazy.add_event(7, [1], 2)  # row 0 is sound
+    with pytest.raises(StateDecodeError, match="version 99"):
+        lazy.add_event(26, [1], 3)
+    with pytest.raises(StateDecodeError, match="truncated"):
+        EntityTiles.decode(layout, bytes(data[:-1]), lazy=True)
 
 
 def test_entity_tiles_evict_and_empty() -> None:
