@@ -658,16 +658,21 @@ class BatchTaker:
         self.max_events = max_events
         self.interval_s = interval_s
         self._events: list[Any] = []
+        self._full = asyncio.Event()
 
     @property
     def waiting(self) -> int:
         """Events buffered for the next batch."""
         return len(self._events)
 
+    async def filled(self) -> None:
+        """Return once a whole batch (``max_events``) is buffered."""
+        await self._full.wait()
+
     async def batches(self) -> AsyncGenerator[list[Any], None]:
         stream, max_events, events = self.stream, self.max_events, self._events
         loop = asyncio.get_running_loop()
-        arrived, full, drained = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        arrived, full, drained = asyncio.Event(), self._full, asyncio.Event()
 
         async def add(value: Any) -> Any:
             event = stream.current_event
@@ -710,6 +715,7 @@ async def run_batches(
     runtime: SourceRuntime,
     ack: Callable[[Sequence[Any]], Awaitable[None]],
     waiting: Callable[[], int],
+    filled: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Run every batch through ``runtime``, each finished before its events are ``ack``ed.
 
@@ -720,10 +726,21 @@ async def run_batches(
     only while ``waiting()`` events are already buffered for the next: with none, it
     is finished at once, so its offsets never wait on traffic that may not come (a
     rebalance waits for every taken event to be acknowledged, for one).
+
+    While the child still writes, the next batch is taken only once it is whole
+    (``filled()`` returns) or the child is done. A part of a batch taken sooner is
+    staged quickly and then waits for the child anyway, the next one grows whole
+    meanwhile, and batches alternate between small and whole with the worker idle
+    behind each whole one (about a fifth of a backlog's drain, measured).
     """
     unfinished: StagedBatch | None = None
     try:
-        async for events in batches:
+        while True:
+            if filled is not None and unfinished is not None and unfinished.offline is not None:
+                await _first_of(unfinished.offline, filled())
+            events = await anext(batches, None)
+            if events is None:
+                break
             staged = await runtime.stage(events, unfinished)
             # Redis first: a batch's values go online without waiting for the offline
             # log of the one before (a replay rewrites them the same, DESIGN §4).
@@ -745,6 +762,15 @@ async def run_batches(
             await asyncio.wait([unfinished.offline])
 
 
+async def _first_of(task: asyncio.Future[Any], other: Awaitable[None]) -> None:
+    """Wait until ``task`` is done or ``other`` returns; ``other`` is cancelled, not ``task``."""
+    waiter = asyncio.ensure_future(other)
+    try:
+        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+
+
 def _add_agent(app: faust.App, topic: Any, runtime: SourceRuntime, options: WorkerOptions) -> None:
     async def ingest(stream: Any) -> None:
         taker = BatchTaker(stream, options.batch_size, options.batch_within_s)
@@ -755,7 +781,7 @@ def _add_agent(app: faust.App, topic: Any, runtime: SourceRuntime, options: Work
 
         try:
             async with aclosing(taker.batches()) as batches:
-                await run_batches(batches, runtime, ack, lambda: taker.waiting)
+                await run_batches(batches, runtime, ack, lambda: taker.waiting, taker.filled)
         except Exception as exc:
             # Faust would restart the agent, which goes on with the events after the
             # failed batch: their state would cover its offsets (the engine skips

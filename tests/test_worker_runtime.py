@@ -284,6 +284,77 @@ async def test_a_batch_whose_offline_write_failed_is_neither_stored_nor_acknowle
     assert stored(runtime) == stored(await one_by_one(url, batches[:1]))
 
 
+class ReleasedOffline:
+    """An offline writer whose write n completes when the test sets ``released[n]``."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.released = {n: asyncio.Event() for n in (1, 2, 3)}
+        self.written = 0
+
+    async def write_batch(
+        self, source: Any, events: Any, writes: Any = (), views: Any = (), **options: Any
+    ) -> list[str]:
+        self.written += 1
+        n = self.written
+        await self.released[n].wait()
+        self.log.append(f"offline {n} done")
+        return []
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_while_the_child_writes_a_part_of_a_batch_waits_to_be_whole_or_for_the_child() -> (
+    None
+):
+    # Taken sooner, a part would be staged at once and then wait for the child anyway,
+    # the batch after it would grow whole meanwhile, and so on: batches alternating
+    # between small and whole, with the worker idle behind each whole one.
+    topic, url = f"p{uuid.uuid4().hex[:6]}", f"mock://{uuid.uuid4().hex}"
+    shop = ShopEvents(seed=9, entities=6, clock=lambda: NOW - 60_000)
+    events = stream_events(topic, url, [shop.purchase() for _ in range(60)])
+    batches = [events[0:20], events[20:40], events[40:60]]
+    log: list[str] = []
+    offline = ReleasedOffline(log)
+    runtime = runtime_of(make_engine(topic, url), offline)
+    wholes: asyncio.Queue[None] = asyncio.Queue()
+    taken = 0
+
+    async def take() -> AsyncIterator[list[Any]]:
+        nonlocal taken
+        for batch in batches:
+            taken += 1
+            log.append(f"take {taken}")
+            yield batch
+
+    async def ack(events: Sequence[Any]) -> None:
+        log.append(f"ack {batches.index(list(events)) + 1}")
+
+    async def settle() -> None:
+        for _ in range(50):
+            await asyncio.sleep(0.002)
+
+    running = asyncio.ensure_future(
+        run_batches(take(), runtime, ack, lambda: len(batches) - taken, wholes.get)
+    )
+    await settle()
+    assert log == ["take 1"]  # offline 1 is being written, the next batch is not whole
+    wholes.put_nowait(None)  # now it is
+    await settle()
+    assert log == ["take 1", "take 2"]  # staged, then waits for offline 1 to finish 1
+    offline.released[1].set()
+    await settle()
+    assert log == ["take 1", "take 2", "offline 1 done", "ack 1"]  # 2 waits as 1 did
+    offline.released[2].set()  # the child is done: the part is taken as it is
+    await settle()
+    assert log[4:] == ["offline 2 done", "take 3", "ack 2"]
+    offline.released[3].set()
+    await asyncio.wait_for(running, 5)
+    assert log[7:] == ["offline 3 done", "ack 3"]
+    assert stored(runtime) == stored(await one_by_one(url, batches))
+
+
 class FakeFetchConsumer:
     """What :meth:`WorkerConsumer._deliver` uses of Faust's consumer."""
 
