@@ -50,6 +50,7 @@ import orjson
 import rocksdict
 import structlog
 from aiokafka import AIOKafkaProducer
+from faust.sensors.monitor import Monitor
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer as FaustKafkaConsumer
 from faust.types import TP
@@ -423,6 +424,27 @@ def hiredis_packed_connection() -> type:
     return HiredisPackedConnection
 
 
+class QuietMonitor(Monitor):
+    """Faust's monitor without its per-message and per-event bookkeeping: counters, a
+    clock read and a stream lookup for each event (about 2.5% of the worker's thread in
+    a profile), shown only by Faust's web views, which the worker does not run. Its
+    commit, send and assignment figures stay."""
+
+    def on_message_in(self, tp: TP, offset: int, message: Any) -> None:
+        pass
+
+    def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: Any) -> None:
+        return None
+
+    def on_stream_event_out(
+        self, tp: TP, offset: int, stream: Any, event: Any, state: Any = None
+    ) -> None:
+        pass
+
+    def on_message_out(self, tp: TP, offset: int, message: Any) -> None:
+        pass
+
+
 def _message(event: Any) -> Message:
     m = event.message
     headers = tuple((k, bytes(v)) for k, v in (m.headers or ()))
@@ -536,6 +558,7 @@ def build_app(
         table_standby_replicas=0,
         stream_buffer_maxsize=max(4_096, options.batch_size * 2),
         producer_acks=-1,
+        Monitor=QuietMonitor,
     )
     cast(Any, app.transport).Consumer = WorkerConsumer  # a ClassVar to mypy
     # aiokafka logs every message it sends at debug level, formatting key and value:

@@ -395,7 +395,9 @@ async def test_batch_delivery_hands_over_a_fetch_in_order_as_faust_would() -> No
     assert consumer.gaps == []
 
 
-def test_the_worker_app_fetches_with_batch_delivery(tmp_path: Path) -> None:
+def test_the_worker_app_fetches_with_batch_delivery_and_keeps_no_per_event_stats(
+    tmp_path: Path,
+) -> None:
     options = WorkerOptions(
         app_id=f"test-{uuid.uuid4().hex[:8]}",
         kafka_bootstrap="127.0.0.1:9",
@@ -404,6 +406,17 @@ def test_the_worker_app_fetches_with_batch_delivery(tmp_path: Path) -> None:
     )
     app, _ = build_app(options, [], lambda plans: cast(Any, None), lambda topic: 1)
     assert app.transport.Consumer is WorkerConsumer
+    # Faust's sensors see every message and event; the worker's monitor skips them.
+    tp = TP("t", 0)
+    message, stream = SimpleNamespace(time_in=None), SimpleNamespace(task_owner=None)
+    monitor = app.monitor
+    monitor.on_message_in(tp, 1, cast(Any, message))
+    state = monitor.on_stream_event_in(tp, 1, cast(Any, stream), cast(Any, None))
+    monitor.on_stream_event_out(tp, 1, cast(Any, stream), cast(Any, None), state)
+    monitor.on_message_out(tp, 1, cast(Any, message))
+    assert app.monitor.messages_received_total == 0
+    assert app.monitor.events_total == 0
+    assert message.time_in is None
 
 
 async def test_the_consumer_flow_stays_off_until_faust_has_seeked_after_a_rebalance(
