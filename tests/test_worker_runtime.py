@@ -132,12 +132,13 @@ async def test_a_batch_over_partitions_reaches_each_sink_once_with_live_tiles() 
 
 
 class BesideOffline:
-    """An offline writer working beside the batches (as the child process does): batch
-    n's write completes only once batch n+1 is staged, so a pipeline that waited for it
-    before staging the next would stall (and fail the wait here)."""
+    """An offline writer working beside the batches (as the child process does): write
+    n completes only once ``gates[n]`` is set, where there is one. :func:`pipelined`
+    sets it when batch n+1 is staged, so a pipeline that waited for the write before
+    staging the next batch would stall (and fail the wait here)."""
 
-    def __init__(self, log: list[str], staged: dict[int, asyncio.Event], fail: int = 0) -> None:
-        self.log, self.staged, self.fail = log, staged, fail
+    def __init__(self, log: list[str], gates: dict[int, asyncio.Event], fail: int = 0) -> None:
+        self.log, self.gates, self.fail = log, gates, fail
         self.written = 0
 
     async def write_batch(
@@ -145,8 +146,8 @@ class BesideOffline:
     ) -> list[str]:
         self.written += 1
         n = self.written
-        if n in self.staged:
-            await asyncio.wait_for(self.staged[n].wait(), 5)
+        if n in self.gates:
+            await asyncio.wait_for(self.gates[n].wait(), 5)
         if n == self.fail:
             raise OfflineWriteError("disk full")
         self.log.append(f"offline {n} done")
@@ -284,27 +285,6 @@ async def test_a_batch_whose_offline_write_failed_is_neither_stored_nor_acknowle
     assert stored(runtime) == stored(await one_by_one(url, batches[:1]))
 
 
-class ReleasedOffline:
-    """An offline writer whose write n completes when the test sets ``released[n]``."""
-
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-        self.released = {n: asyncio.Event() for n in (1, 2, 3)}
-        self.written = 0
-
-    async def write_batch(
-        self, source: Any, events: Any, writes: Any = (), views: Any = (), **options: Any
-    ) -> list[str]:
-        self.written += 1
-        n = self.written
-        await self.released[n].wait()
-        self.log.append(f"offline {n} done")
-        return []
-
-    async def close(self) -> None:
-        pass
-
-
 async def test_while_the_child_writes_a_part_of_a_batch_waits_to_be_whole_or_for_the_child() -> (
     None
 ):
@@ -316,7 +296,8 @@ async def test_while_the_child_writes_a_part_of_a_batch_waits_to_be_whole_or_for
     events = stream_events(topic, url, [shop.purchase() for _ in range(60)])
     batches = [events[0:20], events[20:40], events[40:60]]
     log: list[str] = []
-    offline = ReleasedOffline(log)
+    released = {n: asyncio.Event() for n in (1, 2, 3)}  # offline write n done when set
+    offline = BesideOffline(log, released)
     runtime = runtime_of(make_engine(topic, url), offline)
     wholes: asyncio.Queue[None] = asyncio.Queue()
     taken = 0
@@ -343,13 +324,13 @@ async def test_while_the_child_writes_a_part_of_a_batch_waits_to_be_whole_or_for
     wholes.put_nowait(None)  # now it is
     await settle()
     assert log == ["take 1", "take 2"]  # staged, then waits for offline 1 to finish 1
-    offline.released[1].set()
+    released[1].set()
     await settle()
     assert log == ["take 1", "take 2", "offline 1 done", "ack 1"]  # 2 waits as 1 did
-    offline.released[2].set()  # the child is done: the part is taken as it is
+    released[2].set()  # the child is done: the part is taken as it is
     await settle()
     assert log[4:] == ["offline 2 done", "take 3", "ack 2"]
-    offline.released[3].set()
+    released[3].set()
     await asyncio.wait_for(running, 5)
     assert log[7:] == ["offline 3 done", "ack 3"]
     assert stored(runtime) == stored(await one_by_one(url, batches))
