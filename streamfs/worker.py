@@ -203,14 +203,11 @@ class SourceRuntime:
         """The engine's batch, retried with backoff while the schema registry cannot be
         asked (a new writer schema id to fetch): the events may well be valid, and the
         engine writes nothing until it returns."""
-        delay = 0.1
-        while True:
-            try:
-                return await self.engine.process(partition, messages, reader)
-            except RegistryUnavailableError as exc:
-                log.warning("registry_retry", error=str(exc), retry_in_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.options.retry_max_s)
+        return await self._retried(
+            lambda: self.engine.process(partition, messages, reader),
+            lambda exc: isinstance(exc, RegistryUnavailableError),
+            "registry_retry",
+        )
 
     async def write_sinks(self, staged: StagedBatch) -> None:
         """Dead letters and Redis, and an offline log written in this process, at once."""
@@ -294,24 +291,35 @@ class SourceRuntime:
         ]
 
     async def _redis(self, call: Callable[[Any], Awaitable[_T]], arg: Any) -> _T:
-        """``await call(arg)``, retried with backoff while Redis is away (nothing of the
-        batch is acknowledged meanwhile)."""
+        """``await call(arg)``, retried with backoff while Redis is away."""
+        return await self._retried(lambda: call(arg), _redis_away, "redis_write_retry")
+
+    async def _retried(
+        self,
+        attempt: Callable[[], Awaitable[_T]],
+        retryable: Callable[[Exception], bool],
+        event: str,
+    ) -> _T:
+        """``await attempt()``, retried with backoff (0.1 s, doubling up to
+        ``retry_max_s``) while it raises what ``retryable`` accepts, each retry logged as
+        ``event``; nothing of the batch is acknowledged meanwhile."""
         delay = 0.1
         while True:
             try:
-                return await call(arg)
-            except (ConnectionError, OSError, TimeoutError) as exc:
-                self._log_redis_retry(exc, delay)
+                return await attempt()
             except Exception as exc:
-                if type(exc).__module__.startswith("redis"):
-                    self._log_redis_retry(exc, delay)
-                else:
+                if not retryable(exc):
                     raise
+                log.warning(event, error=repr(exc), retry_in_s=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.options.retry_max_s)
 
-    def _log_redis_retry(self, exc: BaseException, delay: float) -> None:
-        log.warning("redis_write_retry", error=repr(exc), retry_in_s=delay)
+
+def _redis_away(exc: Exception) -> bool:
+    """A connection failure, a timeout or any redis-py error: Redis is away for now."""
+    return isinstance(exc, ConnectionError | OSError | TimeoutError) or type(
+        exc
+    ).__module__.startswith("redis")
 
 
 class TableIO:
