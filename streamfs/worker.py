@@ -18,9 +18,10 @@ of events from the stream (:class:`BatchTaker`), and per batch:
 
 The offline log is written by a child process (:mod:`streamfs.offline.process`), so
 the worker does not wait for it: while the child writes batch n, the worker already
-does step 1 of batch n+1, reading the state batch n left (not stored yet) in place of
-the stored one, and writes it to Redis; it waits for the child only before step 3 of
-batch n (:func:`run_batches`). One batch is in flight at a time; steps 3 and 4 keep batch order.
+does step 1 of the batches after it, reading the state the batches before left (not
+stored yet) in place of the stored one, and writes them to Redis; a second task does
+steps 3 and 4 of batch n once the child has written it (:func:`run_batches`). The child
+writes one batch at a time; steps 3 and 4 keep batch order.
 
 The state table is a Faust table (RocksDB, changelog topic, recovery on
 assignment), but the hot path reads and writes it below Faust's per-key API
@@ -39,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -89,6 +91,8 @@ class WorkerOptions:
     batch_size: int = 10_000
     batch_within_s: float = 0.1
     retry_max_s: float = 5.0  # the longest wait between retries (Redis, the registry)
+    # Most batches staged (and online) but not finished (offline log, state, offsets).
+    pipeline_depth: int = 3
     offline_root: str | None = None  # the Parquet event log; None: no offline sink
 
 
@@ -157,11 +161,6 @@ class SourceRuntime:
             engine.seeds = self.read_seeds
         self.processed = 0
 
-    @property
-    def overlaps(self) -> bool:
-        """Whether a batch's offline write runs beside the next batch's stage."""
-        return self.offline is not None and not isinstance(self.offline, OfflineSink)
-
     async def process(self, events: Sequence[Any]) -> BatchResult:
         """One batch from start to end, nothing overlapped."""
         staged = await self.stage(events)
@@ -171,12 +170,12 @@ class SourceRuntime:
         return staged.result
 
     async def stage(
-        self, events: Sequence[Any], unfinished: StagedBatch | None = None
+        self, events: Sequence[Any], unfinished: Sequence[StagedBatch] = ()
     ) -> StagedBatch:
         """Validate ``events`` and fold them into the state, writing nothing.
 
-        ``unfinished``: a batch whose state is not stored yet; its state is read in
-        place of the stored one, so this batch folds onto it.
+        ``unfinished``: the batches whose state is not stored yet, oldest first; their
+        state is read in place of the stored one, so this batch folds onto it.
         """
         by_partition: dict[int, list[Any]] = {}
         for event in events:
@@ -186,7 +185,8 @@ class SourceRuntime:
         for partition, part_events in by_partition.items():
             messages = [_message(e) for e in part_events]
             reader: StateStore = self.table_io.reader(partition)
-            if unfinished is not None and (pending := unfinished.states.get(partition)):
+            pending = [s for b in unfinished if (s := b.states.get(partition))]
+            if pending:
                 reader = _PendingReader(reader, pending)
             result = await self._process(partition, messages, reader)
             total.writes += result.writes
@@ -222,8 +222,12 @@ class SourceRuntime:
 
     def start_offline(self, staged: StagedBatch) -> None:
         """Send the batch to an offline writer that works beside the worker (the child
-        process), and leave it running: :meth:`finish` waits for it."""
-        if self.offline is not None and not isinstance(self.offline, OfflineSink):
+        process), and leave it running: :meth:`finish` waits for it. Once a batch."""
+        if (
+            self.offline is not None
+            and not isinstance(self.offline, OfflineSink)
+            and staged.offline is None
+        ):
             # The child values snapshots from the encoded tiles: let the live ones go
             # (the unfinished batch would otherwise hold up to a batch of them).
             staged.result.tiles.clear()
@@ -232,10 +236,20 @@ class SourceRuntime:
             )
 
     async def finish(self, staged: StagedBatch) -> None:
-        """Wait for the offline log to hold the batch, then store its state (changelog
-        acknowledged by the broker, then RocksDB): the sinks before the state."""
+        """Wait for the offline log to hold the batch, then store its state: the sinks
+        before the state."""
+        await self.offline_written(staged)
+        await self.store(staged)
+
+    async def offline_written(self, staged: StagedBatch) -> None:
+        """Wait for the batch's offline write in the child, if it has one; raises its
+        error. A cancelled wait leaves the write running."""
         if staged.offline is not None:
-            await staged.offline
+            await asyncio.wait([staged.offline])
+            staged.offline.result()
+
+    async def store(self, staged: StagedBatch) -> None:
+        """Store the batch's state: changelog acknowledged by the broker, then RocksDB."""
         for partition, state in staged.states.items():
             await self.table_io.store(partition, state)
         self.processed += len(staged.events)
@@ -380,18 +394,18 @@ class _PartitionReader:
 
 
 class _PendingReader:
-    """A partition's state as a batch that is not stored yet leaves it: its values
-    first, the store's for every other key."""
+    """A partition's state as batches that are not stored yet leave it (oldest first):
+    each key's value from the newest of them that holds it, else the store's."""
 
-    def __init__(self, store: StateStore, pending: Mapping[str, bytes]) -> None:
+    def __init__(self, store: StateStore, pending: Sequence[Mapping[str, bytes]]) -> None:
         self._store = store
         self._pending = pending
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        pending = self._pending
-        return [
-            pending.get(key, raw) for key, raw in zip(keys, self._store.get_many(keys), strict=True)
-        ]
+        values = self._store.get_many(keys)
+        for state in self._pending:  # newer ones overwrite
+            values = [state.get(key, raw) for key, raw in zip(keys, values, strict=True)]
+        return values
 
 
 async def send_records(
@@ -689,21 +703,16 @@ class BatchTaker:
         self.max_events = max_events
         self.interval_s = interval_s
         self._events: list[Any] = []
-        self._full = asyncio.Event()
 
     @property
     def waiting(self) -> int:
         """Events buffered for the next batch."""
         return len(self._events)
 
-    async def filled(self) -> None:
-        """Return once a whole batch (``max_events``) is buffered."""
-        await self._full.wait()
-
     async def batches(self) -> AsyncGenerator[list[Any], None]:
         stream, max_events, events = self.stream, self.max_events, self._events
         loop = asyncio.get_running_loop()
-        arrived, full, drained = asyncio.Event(), self._full, asyncio.Event()
+        arrived, full, drained = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
         async def add(value: Any) -> Any:
             event = stream.current_event
@@ -745,61 +754,81 @@ async def run_batches(
     batches: AsyncIterator[list[Any]],
     runtime: SourceRuntime,
     ack: Callable[[Sequence[Any]], Awaitable[None]],
-    waiting: Callable[[], int],
-    filled: Callable[[], Awaitable[None]] | None = None,
+    depth: int = 3,
 ) -> None:
     """Run every batch through ``runtime``, each finished before its events are ``ack``ed.
 
-    When the runtime's offline log is written by a child process, the next batch is
-    staged (on the unfinished batch's state) and written to Redis while the child
-    writes, and the batch is finished after that: sinks, then state, then
-    acknowledgement, in batch order, as DESIGN §4 asks. A batch is held unfinished
-    only while ``waiting()`` events are already buffered for the next: with none, it
-    is finished at once, so its offsets never wait on traffic that may not come (a
-    rebalance waits for every taken event to be acknowledged, for one).
+    Two tasks share the work. This one stages each batch (on the state of the batches
+    not finished yet) and writes it to Redis, then takes the next. A finisher task
+    finishes the batches in order: offline log, then state, then acknowledgement, as
+    DESIGN §4 asks. So a batch's values go online without waiting for the offline log
+    of the batches before it; at most ``depth`` batches are staged and not finished,
+    which bounds how far Redis runs ahead of the offline log and of the commits.
 
-    While the child still writes, the next batch is taken only once it is whole
-    (``filled()`` returns) or the child is done. A part of a batch taken sooner is
-    staged quickly and then waits for the child anyway, the next one grows whole
-    meanwhile, and batches alternate between small and whole with the worker idle
-    behind each whole one (about a fifth of a backlog's drain, measured).
+    With the offline log in a child process, the child writes one batch while this
+    process stages the next ones. The finisher hands the child its next batch as soon
+    as the child is free, and finishes each batch as soon as the child has written it:
+    no batch waits on traffic that may not come (a rebalance waits for every taken
+    event to be acknowledged, for one), and none is taken later for the child.
     """
-    unfinished: StagedBatch | None = None
+    pending: deque[StagedBatch] = deque()  # staged and online, not finished, in order
+    changed = asyncio.Event()  # a batch was staged or finished, or taking ended
+    taking = True
+
+    async def finish_in_order() -> None:
+        while pending or taking:
+            if not pending:
+                changed.clear()
+                await changed.wait()
+                continue
+            staged = pending[0]
+            runtime.start_offline(staged)
+            await runtime.offline_written(staged)
+            if len(pending) > 1:
+                runtime.start_offline(pending[1])  # the child is free: it goes on at once
+            await runtime.store(staged)
+            await ack(staged.events)
+            pending.popleft()
+            changed.set()
+
+    finisher = asyncio.ensure_future(finish_in_order())
     try:
         while True:
-            if filled is not None and unfinished is not None and unfinished.offline is not None:
-                await _first_of(unfinished.offline, filled())
-            events = await anext(batches, None)
+            while len(pending) >= depth:
+                changed.clear()
+                await _unless_failed(changed.wait(), finisher)
+            events = await _unless_failed(anext(batches, None), finisher)
             if events is None:
                 break
-            staged = await runtime.stage(events, unfinished)
-            # Redis first: a batch's values go online without waiting for the offline
-            # log of the one before (a replay rewrites them the same, DESIGN §4).
+            staged = await runtime.stage(events, list(pending))
             await runtime.write_sinks(staged)
-            if unfinished is not None:
-                await runtime.finish(unfinished)
-                await ack(unfinished.events)
-                unfinished = None
-            runtime.start_offline(staged)
-            if runtime.overlaps and waiting():
-                unfinished = staged
-            else:
-                await runtime.finish(staged)
-                await ack(staged.events)
+            pending.append(staged)
+            changed.set()
+        taking = False
+        changed.set()
+        await finisher  # every batch taken is finished
     finally:
-        # Raised out (or cancelled): the unfinished batch is not acknowledged, its offsets
-        # not committed; let its offline write settle so the child is not left mid-request.
-        if unfinished is not None and unfinished.offline is not None:
-            await asyncio.wait([unfinished.offline])
+        # Raised out (or cancelled): the batches not finished are not acknowledged, their
+        # offsets not committed. Let an offline write settle, so the child is not left
+        # mid-request; the finisher's own waits never cancel it.
+        finisher.cancel()
+        settling: list[asyncio.Future[Any]] = [finisher]
+        settling += [b.offline for b in pending if b.offline is not None]
+        await asyncio.wait(settling)
 
 
-async def _first_of(task: asyncio.Future[Any], other: Awaitable[None]) -> None:
-    """Wait until ``task`` is done or ``other`` returns; ``other`` is cancelled, not ``task``."""
-    waiter = asyncio.ensure_future(other)
+async def _unless_failed(step: Awaitable[_T], finisher: asyncio.Future[None]) -> _T:
+    """``await step``, unless ``finisher`` fails first: then ``step`` is cancelled and
+    the finisher's error raised."""
+    task = asyncio.ensure_future(step)
+    either: list[asyncio.Future[Any]] = [task, finisher]
     try:
-        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and finisher.done():
+            finisher.result()  # raises its error
+        return await task
     finally:
-        waiter.cancel()
+        task.cancel()
 
 
 def _add_agent(app: faust.App, topic: Any, runtime: SourceRuntime, options: WorkerOptions) -> None:
@@ -812,7 +841,7 @@ def _add_agent(app: faust.App, topic: Any, runtime: SourceRuntime, options: Work
 
         try:
             async with aclosing(taker.batches()) as batches:
-                await run_batches(batches, runtime, ack, lambda: taker.waiting, taker.filled)
+                await run_batches(batches, runtime, ack, options.pipeline_depth)
         except Exception as exc:
             # Faust would restart the agent, which goes on with the events after the
             # failed batch: their state would cover its offsets (the engine skips

@@ -199,12 +199,9 @@ async def pipelined(
         return await write_online(writes)
 
     sinks.write = logged_online  # type: ignore[method-assign]
-    taken = 0
 
     async def take() -> AsyncIterator[list[Any]]:
-        nonlocal taken
         for batch in batches:
-            taken += 1
             yield batch
 
     async def ack(events: Sequence[Any]) -> None:
@@ -212,7 +209,7 @@ async def pipelined(
 
     error = None
     try:
-        await run_batches(take(), runtime, ack, lambda: len(batches) - taken)
+        await run_batches(take(), runtime, ack)
     except OfflineWriteError as exc:
         error = exc
     return runtime, log, error
@@ -285,55 +282,93 @@ async def test_a_batch_whose_offline_write_failed_is_neither_stored_nor_acknowle
     assert stored(runtime) == stored(await one_by_one(url, batches[:1]))
 
 
-async def test_while_the_child_writes_a_part_of_a_batch_waits_to_be_whole_or_for_the_child() -> (
-    None
-):
-    # Taken sooner, a part would be staged at once and then wait for the child anyway,
-    # the batch after it would grow whole meanwhile, and so on: batches alternating
-    # between small and whole, with the worker idle behind each whole one.
-    topic, url = f"p{uuid.uuid4().hex[:6]}", f"mock://{uuid.uuid4().hex}"
-    shop = ShopEvents(seed=9, entities=6, clock=lambda: NOW - 60_000)
-    events = stream_events(topic, url, [shop.purchase() for _ in range(60)])
-    batches = [events[0:20], events[20:40], events[40:60]]
-    log: list[str] = []
-    released = {n: asyncio.Event() for n in (1, 2, 3)}  # offline write n done when set
-    offline = BesideOffline(log, released)
-    runtime = runtime_of(make_engine(topic, url), offline)
-    wholes: asyncio.Queue[None] = asyncio.Queue()
-    taken = 0
+class GatedBatches:
+    """Batches handed out as a stream would, then nothing more (the stream goes quiet);
+    the offline write of batch n ends when ``release(n)`` is called, failing for
+    ``fail``. ``log`` records takes, offline writes done and acknowledgements."""
 
-    async def take() -> AsyncIterator[list[Any]]:
-        nonlocal taken
-        for batch in batches:
-            taken += 1
-            log.append(f"take {taken}")
+    def __init__(self, fail: int = 0, count: int = 4) -> None:
+        topic, self.url = f"p{uuid.uuid4().hex[:6]}", f"mock://{uuid.uuid4().hex}"
+        shop = ShopEvents(seed=9, entities=6, clock=lambda: NOW - 60_000)
+        events = stream_events(topic, self.url, [shop.purchase() for _ in range(20 * count)])
+        self.batches = [events[i : i + 20] for i in range(0, len(events), 20)]
+        self.log: list[str] = []
+        self.released = {n: asyncio.Event() for n in range(1, count + 1)}
+        self.runtime = runtime_of(
+            make_engine(topic, self.url), BesideOffline(self.log, self.released, fail)
+        )
+        self.quiet = asyncio.Event()  # never set: no event after the last batch
+
+    async def take(self) -> AsyncIterator[list[Any]]:
+        for n, batch in enumerate(self.batches, 1):
+            self.log.append(f"take {n}")
             yield batch
+        await self.quiet.wait()
 
-    async def ack(events: Sequence[Any]) -> None:
-        log.append(f"ack {batches.index(list(events)) + 1}")
+    async def ack(self, events: Sequence[Any]) -> None:
+        self.log.append(f"ack {self.batches.index(list(events)) + 1}")
 
-    async def settle() -> None:
-        for _ in range(50):
-            await asyncio.sleep(0.002)
+    def release(self, n: int) -> None:
+        self.released[n].set()
 
-    running = asyncio.ensure_future(
-        run_batches(take(), runtime, ack, lambda: len(batches) - taken, wholes.get)
-    )
+
+async def settle() -> None:
+    for _ in range(50):
+        await asyncio.sleep(0.002)
+
+
+async def test_batches_go_online_up_to_depth_ahead_of_the_offline_log_and_finish_in_order() -> None:
+    # The same 6 entities in every batch: batch 3 folds onto the state of batches 1 and
+    # 2, neither stored yet; reading an older one's would lose events (checked below).
+    run = GatedBatches()
+    running = asyncio.ensure_future(run_batches(run.take(), run.runtime, run.ack, depth=3))
     await settle()
-    assert log == ["take 1"]  # offline 1 is being written, the next batch is not whole
-    wholes.put_nowait(None)  # now it is
+    # Offline 1 is being written: batches 2 and 3 are staged and online beside it, and
+    # batch 4 is taken only once a batch is finished.
+    assert run.log == ["take 1", "take 2", "take 3"]
+    assert max(w.offset for w in cast(FakeSinks, run.runtime.online).online) >= 20  # batch 3
+    run.release(2)  # the child writes in order: 2 is not done before 1
     await settle()
-    assert log == ["take 1", "take 2"]  # staged, then waits for offline 1 to finish 1
-    released[1].set()
+    assert run.log == ["take 1", "take 2", "take 3"]
+    run.release(1)
     await settle()
-    assert log == ["take 1", "take 2", "offline 1 done", "ack 1"]  # 2 waits as 1 did
-    released[2].set()  # the child is done: the part is taken as it is
+    assert run.log[3:] == ["offline 1 done", "ack 1", "offline 2 done", "take 4", "ack 2"]
+    run.release(3)
+    run.release(4)
     await settle()
-    assert log[4:] == ["offline 2 done", "take 3", "ack 2"]
-    released[3].set()
-    await asyncio.wait_for(running, 5)
-    assert log[7:] == ["offline 3 done", "ack 3"]
-    assert stored(runtime) == stored(await one_by_one(url, batches))
+    assert run.log[8:] == ["offline 3 done", "ack 3", "offline 4 done", "ack 4"]
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    expected = await one_by_one(run.url, run.batches)
+    assert stored(run.runtime) == stored(expected)
+    assert served(run.runtime) == served(expected)
+
+
+async def test_a_batch_is_finished_once_written_though_no_next_batch_comes() -> None:
+    # Its offsets must not wait for traffic that may not come: a rebalance waits for
+    # every taken event to be acknowledged.
+    run = GatedBatches(count=1)
+    running = asyncio.ensure_future(run_batches(run.take(), run.runtime, run.ack))
+    await settle()
+    assert run.log == ["take 1"]
+    run.release(1)
+    await settle()
+    assert run.log == ["take 1", "offline 1 done", "ack 1"]
+    assert not running.done()  # still waiting for the stream
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    assert stored(run.runtime) == stored(await one_by_one(run.url, run.batches))
+
+
+async def test_a_failed_offline_write_stops_the_batches_while_the_stream_is_quiet() -> None:
+    run = GatedBatches(fail=1, count=1)
+    running = asyncio.ensure_future(run_batches(run.take(), run.runtime, run.ack))
+    await settle()
+    run.release(1)
+    error = await asyncio.wait_for(asyncio.gather(running, return_exceptions=True), 5)
+    assert [type(e) for e in error] == [OfflineWriteError]
+    assert run.log == ["take 1"]  # neither written nor acknowledged
+    assert not any(stored(run.runtime).values())
 
 
 class FakeFetchConsumer:
@@ -573,7 +608,6 @@ async def test_a_failed_batch_stops_the_worker_rather_than_the_agent_going_on() 
 
     class FailingRuntime:
         engine = SimpleNamespace(source=SimpleNamespace(name="purchases"))
-        overlaps = False
 
         async def stage(self, events: Any, unfinished: Any = None) -> Any:
             raise OfflineWriteError("disk full")
