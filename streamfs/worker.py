@@ -54,6 +54,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from faust.sensors.monitor import Monitor
 from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as FaustKafkaConsumer
 from faust.types import TP
 
@@ -473,6 +474,25 @@ def _message(event: Any) -> Message:
     return Message(m.topic, m.partition, m.offset, m.key, m.value, headers, int(m.timestamp * 1000))
 
 
+# How long the broker may hold a fetch that finds no new record. aiokafka keeps one
+# fetch in flight per broker, for the partitions whose fetched records are all taken: a
+# fetch sent while the source partitions still had records buffered asks only for idle
+# ones (Faust's assignor topic, a quiet partition), and the broker holds it this long,
+# while the source partitions' new records wait behind it.
+FETCH_MAX_WAIT_MS = 100
+
+
+class WorkerConsumerThread(AIOKafkaConsumerThread):
+    """Faust's consumer thread, its fetches held at most :data:`FETCH_MAX_WAIT_MS`
+    where Faust 0.15 fixes 1,500 ms: with that, a busy worker took its events in bursts
+    1.5 s apart at 5,000 events/s (measured), though the broker had them all along."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by start(), for its fetcher
+        return consumer
+
+
 class WorkerConsumer(FaustKafkaConsumer):
     """Faust's aiokafka consumer with two changes: it hands each fetched batch to the
     streams in one task, and it never loses the records a rebalance drops.
@@ -487,6 +507,9 @@ class WorkerConsumer(FaustKafkaConsumer):
     moves back to it). Read offsets, gaps and ``commit_every`` are kept per message as
     Faust keeps them.
     """
+
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return WorkerConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:
         consumer_should_stop = self._stopped.is_set

@@ -29,6 +29,7 @@ from streamfs.online import OnlineWrite
 from streamfs.schemas.errors import RegistryUnavailableError
 from streamfs.schemas.sample import ShopEvents
 from streamfs.worker import (
+    FETCH_MAX_WAIT_MS,
     BatchTaker,
     SourceRuntime,
     TableIO,
@@ -433,6 +434,22 @@ def test_the_worker_app_fetches_with_batch_delivery_and_keeps_no_per_event_stats
     assert app.monitor.messages_received_total == 0
     assert app.monitor.events_total == 0
     assert message.time_in is None
+
+
+async def test_the_worker_consumer_holds_a_fetch_a_tenth_of_a_second_not_faust_s_one_and_a_half(
+    tmp_path: Path,
+) -> None:
+    # aiokafka has one fetch in flight per broker; one that asks only idle partitions
+    # (Faust's assignor topic) is held this long while new source records wait behind
+    # it: with Faust's 1,500 ms a busy worker took its events in bursts 1.5 s apart.
+    options = WorkerOptions(f"fetch-{uuid.uuid4().hex[:8]}", "127.0.0.1:9", "redis://", tmp_path)
+    app, _ = build_app(options, [], lambda plans: cast(Any, None), lambda topic: 1)
+    consumer: Any = app.consumer
+    kafka = consumer._thread._create_worker_consumer(app.transport)
+    try:
+        assert kafka._fetch_max_wait_ms == FETCH_MAX_WAIT_MS == 100
+    finally:
+        await kafka.stop()
 
 
 async def test_the_consumer_flow_stays_off_until_faust_has_seeked_after_a_rebalance(
