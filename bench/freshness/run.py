@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import dataclasses
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -31,7 +30,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from bench.ingest.run import KEY_FIELD, ROOT, SCHEMA_PATH, VIEW_NAME, Names, bench_view
+from bench.ingest.run import KEY_FIELD, ROOT, SCHEMA_PATH, VIEW_NAME, Names, bench_view, clean_up
 
 FEATURE = f"{VIEW_NAME}:purchase_count_1h"
 
@@ -228,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"| p90 | {q[89]:.0f} |")
         print(f"| p99 | {q[98]:.0f} |")
         print(f"| max | {lat[-1]:.0f} |")
-    shutil.rmtree(names.work_dir, ignore_errors=True)
+    clean_up(bootstrap, names)
     return 0
 
 

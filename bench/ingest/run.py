@@ -134,6 +134,33 @@ async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
         await admin.close()
 
 
+async def delete_run_topics(bootstrap: str, run: str) -> list[str]:
+    """Delete the topics of run ``run``: its events, its registry, the worker's and
+    quixstreams' changelogs and internal topics all carry the run's id. Left in place,
+    repeated runs fill the broker's disk (the changelogs hold every entity's tiles)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        topics = sorted(t for t in await admin.list_topics() if run in t)
+        if topics:
+            await admin.delete_topics(topics)
+        return topics
+    finally:
+        await admin.close()
+
+
+def clean_up(bootstrap: str, names: Names) -> None:
+    """The run's topics and work directory, gone; a failure to delete is reported only."""
+    try:
+        topics = asyncio.run(delete_run_topics(bootstrap, names.run))
+        _say(f"deleted {len(topics)} topics of run {names.run}")
+    except Exception as exc:  # the figures are printed: a leftover topic is no failure
+        _say(f"could not delete the topics of run {names.run}: {exc!r}")
+    shutil.rmtree(names.work_dir, ignore_errors=True)
+
+
 async def produce(
     bootstrap: str,
     registry_url: str,
@@ -415,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a virtualenv with quixstreams (not the project's)",
     )
     parser.add_argument("--timeout", type=float, default=900.0, help="per measurement, s")
-    parser.add_argument("--keep", action="store_true", help="keep the state dirs")
+    parser.add_argument("--keep", action="store_true", help="keep the state dirs and topics")
     args = parser.parse_args(argv)
 
     from streamfs.settings import Settings
@@ -543,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if other in by_name:
                 print(f"streamfs / {other}: {worker.rate / by_name[other].rate:.2f}x")
     if not args.keep:
-        shutil.rmtree(names.work_dir, ignore_errors=True)
+        clean_up(bootstrap, names)
     return 0
 
 
