@@ -794,6 +794,8 @@ async def run_batches(
     no batch waits on traffic that may not come (a rebalance waits for every taken
     event to be acknowledged, for one), and none is taken later for the child.
     """
+    if depth < 1:
+        raise ValueError(f"a pipeline depth is at least 1 batch, got {depth}")
     pending: deque[StagedBatch] = deque()  # staged and online, not finished, in order
     changed = asyncio.Event()  # a batch was staged or finished, or taking ended
     taking = True

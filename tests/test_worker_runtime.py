@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import faust
+import pytest
 from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -343,6 +344,13 @@ async def test_batches_go_online_up_to_depth_ahead_of_the_offline_log_and_finish
     expected = await one_by_one(run.url, run.batches)
     assert stored(run.runtime) == stored(expected)
     assert served(run.runtime) == served(expected)
+
+
+async def test_a_pipeline_depth_below_one_is_refused_before_any_batch_is_taken() -> None:
+    run = GatedBatches(count=1)
+    with pytest.raises(ValueError, match="depth is at least 1 batch, got 0"):
+        await run_batches(run.take(), run.runtime, run.ack, depth=0)
+    assert run.log == []
 
 
 async def test_a_batch_is_finished_once_written_though_no_next_batch_comes() -> None:
