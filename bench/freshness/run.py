@@ -149,11 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     store.apply([view])
     asyncio.run(create_topic(bootstrap, names.topic, args.partitions))
 
-    env = dict(os.environ)
-    env["STREAMFS_REGISTRY_TOPIC"] = names.registry_topic
-    env["STREAMFS_NAMESPACE"] = names.namespace
-    # An offline log of its own: runs neither share files nor take each other's as replays.
-    env["STREAMFS_OFFLINE_ROOT"] = str(names.work_dir / "offline")
+    env = names.worker_env()
     cmd = [
         str(ROOT / ".venv" / "bin" / "streamfs"),
         "worker",

@@ -73,6 +73,17 @@ class Names:
             work_dir=Path(tempfile.mkdtemp(prefix=f"streamfs-bench-{run}-")),
         )
 
+    def worker_env(self) -> dict[str, str]:
+        """The environment for this run's ``streamfs worker``: its registry topic and
+        Redis namespace, and an offline log of its own (runs neither share files nor
+        take each other's as replays)."""
+        return {
+            **os.environ,
+            "STREAMFS_REGISTRY_TOPIC": self.registry_topic,
+            "STREAMFS_NAMESPACE": self.namespace,
+            "STREAMFS_OFFLINE_ROOT": str(self.work_dir / "offline"),
+        }
+
 
 @dataclasses.dataclass
 class Result:
@@ -482,11 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.append(asyncio.run(bare_loop(bootstrap, names.topic, ends)))
         say(_row(results[-1]))
     if "streamfs" not in args.skip:
-        env = dict(os.environ)
-        env["STREAMFS_REGISTRY_TOPIC"] = names.registry_topic
-        env["STREAMFS_NAMESPACE"] = names.namespace
-        # An offline log of its own: runs neither share files nor take each other's as replays.
-        env["STREAMFS_OFFLINE_ROOT"] = str(names.work_dir / "offline")
+        env = names.worker_env()
         cmd = [
             str(ROOT / ".venv" / "bin" / "streamfs"),
             "worker",
