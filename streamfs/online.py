@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamfs.errors import StreamfsError
+from streamfs.serving.redisreads import BlockingRedisReads
 from streamfs.tiles import EntityTiles, Layout
 from streamfs.windows import as_of_ms
 
@@ -340,7 +341,9 @@ def read_online(
     namespace: str = DEFAULT_NAMESPACE,
     cache: ValueCache | None = None,
 ) -> list[OnlineRow]:
-    """The features of each entity (in order) at ``at_ms``: one pipelined Redis round trip.
+    """The features of each entity (in order) at ``at_ms``: one pipelined Redis round trip
+    through ``client``, a ``redis.Redis`` or (leaner, what the SDK uses) a
+    :class:`~streamfs.serving.redisreads.BlockingRedisReads`.
 
     ``features`` are ``view:feature`` or bare names unique across views (or a
     :class:`Selection` of them); unknown names raise :class:`UnknownFeatureError`
@@ -348,7 +351,9 @@ def read_online(
     never as an error.
     """
     reads = OnlineReads(views, entity_keys, features, namespace)
-    if len(reads.keys) == 1:  # no pipeline object for the common single-key read
+    if isinstance(client, BlockingRedisReads):
+        raw = client.hget(reads.keys, "t")
+    elif len(reads.keys) == 1:  # no pipeline object for the common single-key read
         raw = [client.hget(reads.keys[0], "t")]
     else:
         pipe = client.pipeline(transaction=False)

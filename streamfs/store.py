@@ -206,9 +206,15 @@ class FeatureStore:
                     "no Redis to read features from: set STREAMFS_REDIS_URL or run"
                     " `streamfs services up`"
                 )
-            import redis
+            from streamfs.serving.redisreads import BlockingRedisReads
 
-            self._redis_client = redis.Redis.from_url(self.settings.redis_url)
+            url = self.settings.redis_url
+            if BlockingRedisReads.supports(url):
+                self._redis_client = BlockingRedisReads(url)
+            else:  # TLS: redis-py speaks it
+                import redis
+
+                self._redis_client = redis.Redis.from_url(url)
         return self._redis_client
 
     def get_online_features(

@@ -1,10 +1,15 @@
-"""The server's lean Redis reader against the real Redis: replies paired with requests in
-order under concurrency, missing keys as None, Redis errors raised, a lost connection
-failing the reads in flight and the next read connecting again, the db of the URL."""
+"""The lean Redis readers against the real Redis: replies paired with requests in order
+under concurrency, missing keys as None, Redis errors raised, a lost connection failing
+the reads in flight and the next read connecting again, the db of the URL. The SDK's
+blocking reader too: one connection per thread and per process, a connection Redis
+closed between reads replaced without the caller seeing it."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -12,7 +17,7 @@ import redis
 import redis.asyncio
 from redis.exceptions import ResponseError
 
-from streamfs.serving.redisreads import AsyncClientReads, RedisReads, pack
+from streamfs.serving.redisreads import AsyncClientReads, BlockingRedisReads, RedisReads, pack
 from tests.conftest import Services
 
 pytestmark = pytest.mark.services
@@ -109,3 +114,89 @@ async def test_a_refused_connection_is_a_connection_error() -> None:
     reads = RedisReads("redis://127.0.0.1:1/0")
     with pytest.raises(ConnectionError):
         await reads.hget(["k"], "t")
+
+
+def test_the_blocking_reader_pairs_replies_per_thread_and_raises_redis_errors(
+    services: Services, unique: Callable[[str], str]
+) -> None:
+    prefix = unique("blocking")
+    sync = redis.Redis.from_url(services.redis_url)
+    for i in range(50):
+        sync.hset(f"{prefix}:{i}", mapping={"t": f"tiles-{i}".encode(), "o": i})
+    sync.set(f"{prefix}:string", "not a hash")
+    reads = BlockingRedisReads(services.redis_url)
+    wrong: list[object] = []
+
+    def reader(n: int) -> None:
+        for i in range(200):
+            j = (n * 13 + i) % 50
+            keys = [f"{prefix}:{j}", f"{prefix}:missing", f"{prefix}:{(j * 7) % 50}"]
+            got = reads.hget(keys, "t")
+            if got != [f"tiles-{j}".encode(), None, f"tiles-{(j * 7) % 50}".encode()]:
+                wrong.append(got)
+
+    try:
+        threads = [threading.Thread(target=reader, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert wrong == []
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            reads.hget([f"{prefix}:1", f"{prefix}:string"], "t")
+        assert reads.hget([f"{prefix}:2"], "t") == [b"tiles-2"]  # still in step
+        assert reads.hget([], "t") == []
+    finally:
+        reads.close()
+        sync.delete(*[f"{prefix}:{i}" for i in range(50)], f"{prefix}:string")
+
+
+def _own_address(reads: BlockingRedisReads) -> str:
+    sock: socket.socket = reads._local.connection.sock
+    host, port = sock.getsockname()[:2]
+    return f"{host}:{port}"
+
+
+def test_a_connection_redis_closed_is_replaced_and_a_refused_one_raises(
+    services: Services, unique: Callable[[str], str]
+) -> None:
+    key = unique("blocking")
+    admin = redis.Redis.from_url(services.redis_url)
+    admin.hset(key, "t", b"x")
+    reads = BlockingRedisReads(services.redis_url)
+    try:
+        assert reads.hget([key], "t") == [b"x"]
+        first = _own_address(reads)
+        assert admin.client_kill(first)  # as a Redis restart or an idle timeout would
+        assert reads.hget([key], "t") == [b"x"]  # sent again, on a new connection
+        assert _own_address(reads) != first
+    finally:
+        reads.close()
+        admin.delete(key)
+    with pytest.raises(redis.exceptions.ConnectionError, match="cannot connect"):
+        BlockingRedisReads("redis://127.0.0.1:1/0").hget(["k"], "t")
+
+
+def test_the_blocking_reader_selects_the_db_and_a_forked_child_connects_anew(
+    services: Services, unique: Callable[[str], str]
+) -> None:
+    key = unique("blocking")
+    url = services.redis_url.rsplit("/", 1)[0] + "/3"
+    db3 = redis.Redis.from_url(url)
+    db3.hset(key, "t", b"in db 3")
+    reads = BlockingRedisReads(url)
+    try:
+        assert reads.hget([key], "t") == [b"in db 3"]
+        assert BlockingRedisReads(services.redis_url).hget([key], "t") == [None]
+        parent = _own_address(reads)
+        pid = os.fork()
+        if pid == 0:  # the child: its own connection, and the parent's left open
+            ok = reads.hget([key], "t") == [b"in db 3"] and _own_address(reads) != parent
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert reads.hget([key], "t") == [b"in db 3"]
+        assert _own_address(reads) == parent
+    finally:
+        reads.close()
+        db3.delete(key)
