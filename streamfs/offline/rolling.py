@@ -16,6 +16,9 @@ them as it goes, per Kafka partition and date directory (a *segment*):
 - **time**: a segment open for ``roll_interval_ms`` is merged and closed the same
   way, so a slow stream ends with one file per interval, not one per batch.
 
+Parts are written for speed (uncompressed), merged files for size; a segment that
+closes holding a single part rewrites it (:func:`merge_to_close`).
+
 A merged file is named by the offset range of the files it replaces; it is
 written under a temporary name, renamed into place, and only then are its inputs
 deleted. A crash in between leaves inputs whose ranges lie inside the merged
@@ -72,6 +75,12 @@ def should_roll(files: Sequence[OpenFile], opened_ms: int, now_ms: int, policy: 
     if sum(f.size_bytes for f in files) >= policy.roll_bytes:
         return True
     return now_ms - opened_ms >= policy.roll_interval_ms
+
+
+def merge_to_close(files: Sequence[OpenFile]) -> bool:
+    """Whether a closing segment's files are rewritten: several become one, and a lone
+    part (level 0, written for speed rather than size) takes the final encoding."""
+    return len(files) > 1 or (len(files) == 1 and files[0].level == 0)
 
 
 def tier_merge(files: Sequence[OpenFile], fanout: int) -> list[OpenFile] | None:

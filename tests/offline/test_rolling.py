@@ -192,6 +192,62 @@ def test_files_close_by_time(tmp_path: Path) -> None:
     ]
 
 
+def codecs(path: str) -> set[str]:
+    metadata = pq.ParquetFile(path).metadata
+    return {
+        metadata.row_group(g).column(c).compression
+        for g in range(metadata.num_row_groups)
+        for c in range(metadata.num_columns)
+    }
+
+
+def on_day(batch: list[Event], day: int) -> list[Event]:
+    return [dataclasses.replace(e, event_time_ms=T0 + day * DAY) for e in batch]
+
+
+def test_parts_are_written_uncompressed_and_every_closed_file_compressed(tmp_path: Path) -> None:
+    clock = Clock()
+    location = Location.of(str(tmp_path))
+    sink = OfflineSink(location, policy=RollPolicy(roll_interval_ms=60_000, fanout=50), clock=clock)
+    batch = events(40)
+    sink.write(SOURCE, on_day(batch[:10], 0))
+    (part,) = stored(location)[1]
+    assert codecs(part) == {"UNCOMPRESSED"}  # a part: merged away later, written fast
+    clock.now += 10_000
+    sink.write(SOURCE, on_day(batch[10:20], 2))
+    clock.now += 60_000
+    sink.write(SOURCE, on_day(batch[20:30], 2))
+    # Both segments closed: day 0's with its one part rewritten in place, day 2's merged.
+    offsets, files = stored(location)
+    assert offsets == Counter(range(30))
+    assert [name_range(p) for p in files] == [FileRange(0, 0, 9), FileRange(0, 10, 29)]
+    assert all(codecs(p) == {"ZSTD"} for p in files)
+    sink.write(SOURCE, on_day(batch[30:], 2))
+    assert codecs(stored(location)[1][-1]) == {"UNCOMPRESSED"}
+    sink.flush()  # shutdown: the lone part of the open segment gets the final encoding
+    offsets, files = stored(location)
+    assert offsets == Counter(range(40))
+    assert [name_range(p) for p in files][-1] == FileRange(0, 30, 39)
+    assert all(codecs(p) == {"ZSTD"} for p in files)
+
+
+def test_background_merges_close_a_lone_part_compressed_too(tmp_path: Path) -> None:
+    clock = Clock()
+    location = Location.of(str(tmp_path))
+    policy = RollPolicy(roll_interval_ms=60_000, fanout=50)
+    sink = OfflineSink(location, policy=policy, clock=clock, background_merges=True)
+    batch = events(30)
+    sink.write(SOURCE, on_day(batch[:10], 0))
+    clock.now += 70_000
+    sink.write(SOURCE, on_day(batch[10:20], 2))  # day 0's segment closes on the merge thread
+    sink.write(SOURCE, on_day(batch[20:], 2))  # and is put in place here (or at the flush)
+    sink.flush()
+    offsets, files = stored(location)
+    assert offsets == Counter(range(30))
+    assert [name_range(p) for p in files] == [FileRange(0, 0, 9), FileRange(0, 10, 29)]
+    assert all(codecs(p) == {"ZSTD"} for p in files)
+
+
 def test_one_huge_batch_is_split_into_files_of_about_roll_bytes(tmp_path: Path) -> None:
     location = Location.of(str(tmp_path))
     sink = OfflineSink(location, policy=RollPolicy(roll_bytes=50_000))
