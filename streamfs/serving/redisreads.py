@@ -28,6 +28,7 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import hiredis
@@ -51,16 +52,32 @@ def pack(*args: str | bytes) -> bytes:
     return b"".join(out)
 
 
-def _setup_commands(options: dict[str, Any]) -> list[bytes]:
-    """What a new connection sends first: ``AUTH`` and ``SELECT`` as the URL asks."""
-    setup = []
-    if options.get("password") is not None:
-        user = options.get("username")
-        auth = ("AUTH", user, options["password"]) if user else ("AUTH", options["password"])
-        setup.append(pack(*auth))
-    if int(options.get("db", 0)):
-        setup.append(pack("SELECT", str(options["db"])))
-    return setup
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a Redis URL points (a Unix socket, or a host and port) and what a new
+    connection sends first: ``AUTH`` and ``SELECT`` as the URL asks."""
+
+    unix: str | None
+    host: str
+    port: int
+    setup: tuple[bytes, ...]
+
+    @classmethod
+    def of(cls, url: str) -> Endpoint:
+        options = _options(url)
+        setup = []
+        if options.get("password") is not None:
+            user = options.get("username")
+            auth = ("AUTH", user, options["password"]) if user else ("AUTH", options["password"])
+            setup.append(pack(*auth))
+        if int(options.get("db", 0)):
+            setup.append(pack("SELECT", str(options["db"])))
+        return cls(
+            str(options["path"]) if options.get("connection_class") else None,
+            str(options.get("host", "localhost")),
+            int(options.get("port", 6379)),
+            tuple(setup),
+        )
 
 
 def hget_payload(keys: Sequence[str], field: str) -> bytes:
@@ -145,11 +162,7 @@ class RedisReads:
     """Pipelined ``HGET`` of one field from many keys over one shared connection."""
 
     def __init__(self, url: str, connect_timeout_s: float = 5.0) -> None:
-        options = _options(url)
-        self._unix = options.get("path") if options.get("connection_class") else None
-        self._host = str(options.get("host", "localhost"))
-        self._port = int(options.get("port", 6379))
-        self._setup = _setup_commands(options)
+        self._endpoint = Endpoint.of(url)
         self._connect_timeout_s = connect_timeout_s
         self._protocol: _Protocol | None = None
         self._lock: asyncio.Lock | None = None
@@ -178,15 +191,16 @@ class RedisReads:
             if self._protocol is not None and self._protocol.lost is None:
                 return self._protocol
             loop = asyncio.get_running_loop()
-            if self._unix is not None:
-                connecting = loop.create_unix_connection(_Protocol, str(self._unix))
+            endpoint = self._endpoint
+            if endpoint.unix is not None:
+                connecting = loop.create_unix_connection(_Protocol, endpoint.unix)
             else:
-                connecting = loop.create_connection(_Protocol, self._host, self._port)
+                connecting = loop.create_connection(_Protocol, endpoint.host, endpoint.port)
             try:
                 _, protocol = await asyncio.wait_for(connecting, self._connect_timeout_s)
             except TimeoutError as exc:
                 raise ConnectionError(f"Redis did not accept a connection: {exc!r}") from exc
-            for command in self._setup:
+            for command in endpoint.setup:
                 (reply,) = await protocol.request(command, 1)
                 if isinstance(reply, hiredis.ReplyError):
                     protocol.transport.close()  # type: ignore[union-attr]
@@ -260,11 +274,7 @@ class BlockingRedisReads:
     repeating one is safe."""
 
     def __init__(self, url: str, timeout_s: float = 5.0) -> None:
-        options = _options(url)
-        self._unix = options.get("path") if options.get("connection_class") else None
-        self._host = str(options.get("host", "localhost"))
-        self._port = int(options.get("port", 6379))
-        self._setup = _setup_commands(options)
+        self._endpoint = Endpoint.of(url)
         self._timeout_s = timeout_s
         self._local = threading.local()
 
@@ -300,25 +310,26 @@ class BlockingRedisReads:
         connection: _Connection | None = getattr(self._local, "connection", None)
         if connection is not None and connection.pid == os.getpid():
             return connection
-        where = self._unix or f"{self._host}:{self._port}"
+        endpoint = self._endpoint
+        where = endpoint.unix or f"{endpoint.host}:{endpoint.port}"
         try:
-            if self._unix is not None:
+            if endpoint.unix is not None:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.settimeout(self._timeout_s)
                 try:
-                    sock.connect(str(self._unix))
+                    sock.connect(endpoint.unix)
                 except OSError:
                     sock.close()
                     raise
             else:
-                sock = socket.create_connection((self._host, self._port), self._timeout_s)
+                sock = socket.create_connection((endpoint.host, endpoint.port), self._timeout_s)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
             raise redis.exceptions.ConnectionError(
                 f"cannot connect to Redis at {where}: {exc!r}"
             ) from exc
         connection = _Connection(sock)
-        for command in self._setup:
+        for command in endpoint.setup:
             (reply,) = self._request(connection, command, 1)
             if isinstance(reply, hiredis.ReplyError):
                 connection.close()

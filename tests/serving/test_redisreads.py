@@ -34,14 +34,20 @@ def test_which_urls_it_speaks() -> None:
     assert not RedisReads.supports("rediss://h:6380/0")  # TLS: redis.asyncio does it
 
 
+def fill(url: str, prefix: str) -> redis.Redis:
+    """50 hashes ``{prefix}:{i}`` with field ``t`` = ``tiles-{i}``, and a string key."""
+    sync = redis.Redis.from_url(url)
+    for i in range(50):
+        sync.hset(f"{prefix}:{i}", mapping={"t": f"tiles-{i}".encode(), "o": i})
+    sync.set(f"{prefix}:string", "not a hash")
+    return sync
+
+
 async def test_concurrent_reads_each_get_their_own_replies(
     services: Services, unique: Callable[[str], str]
 ) -> None:
     prefix = unique("reads")
-    sync = redis.Redis.from_url(services.redis_url)
-    for i in range(50):
-        sync.hset(f"{prefix}:{i}", mapping={"t": f"tiles-{i}".encode(), "o": i})
-    sync.set(f"{prefix}:string", "not a hash")
+    sync = fill(services.redis_url, prefix)
     reads = RedisReads(services.redis_url)
     try:
 
@@ -92,13 +98,19 @@ async def test_a_lost_connection_fails_reads_in_flight_and_the_next_read_reconne
         redis.Redis.from_url(services.redis_url).delete(key)
 
 
+def in_db3(url: str, key: str) -> tuple[str, redis.Redis]:
+    """The URL of db 3 on the same Redis, holding ``key`` (field ``t`` = ``in db 3``)."""
+    url = url.rsplit("/", 1)[0] + "/3"
+    db3 = redis.Redis.from_url(url)
+    db3.hset(key, "t", b"in db 3")
+    return url, db3
+
+
 async def test_the_db_of_the_url_is_selected(
     services: Services, unique: Callable[[str], str]
 ) -> None:
     key = unique("reads")
-    url = services.redis_url.rsplit("/", 1)[0] + "/3"
-    db3 = redis.Redis.from_url(url)
-    db3.hset(key, "t", b"in db 3")
+    url, db3 = in_db3(services.redis_url, key)
     reads = RedisReads(url)
     try:
         assert await reads.hget([key], "t") == [b"in db 3"]
@@ -120,10 +132,7 @@ def test_the_blocking_reader_pairs_replies_per_thread_and_raises_redis_errors(
     services: Services, unique: Callable[[str], str]
 ) -> None:
     prefix = unique("blocking")
-    sync = redis.Redis.from_url(services.redis_url)
-    for i in range(50):
-        sync.hset(f"{prefix}:{i}", mapping={"t": f"tiles-{i}".encode(), "o": i})
-    sync.set(f"{prefix}:string", "not a hash")
+    sync = fill(services.redis_url, prefix)
     reads = BlockingRedisReads(services.redis_url)
     wrong: list[object] = []
 
@@ -181,9 +190,7 @@ def test_the_blocking_reader_selects_the_db_and_a_forked_child_connects_anew(
     services: Services, unique: Callable[[str], str]
 ) -> None:
     key = unique("blocking")
-    url = services.redis_url.rsplit("/", 1)[0] + "/3"
-    db3 = redis.Redis.from_url(url)
-    db3.hset(key, "t", b"in db 3")
+    url, db3 = in_db3(services.redis_url, key)
     reads = BlockingRedisReads(url)
     try:
         assert reads.hget([key], "t") == [b"in db 3"]
