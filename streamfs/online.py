@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamfs.errors import StreamfsError
-from streamfs.serving.redisreads import BlockingRedisReads
 from streamfs.tiles import EntityTiles, Layout
 from streamfs.windows import as_of_ms
 
@@ -351,8 +350,8 @@ def read_online(
     never as an error.
     """
     reads = OnlineReads(views, entity_keys, features, namespace)
-    if isinstance(client, BlockingRedisReads):
-        raw = client.hget(reads.keys, "t")
+    if (hget_many := getattr(client, "hget_many", None)) is not None:  # BlockingRedisReads
+        raw = hget_many(reads.keys, "t")
     elif len(reads.keys) == 1:  # no pipeline object for the common single-key read
         raw = [client.hget(reads.keys[0], "t")]
     else:

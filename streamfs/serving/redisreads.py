@@ -280,8 +280,10 @@ class BlockingRedisReads:
 
     supports = staticmethod(RedisReads.supports)
 
-    def hget(self, keys: Sequence[str], field: str) -> list[bytes | None]:
-        """``HGET key field`` for each key, in order, in one round trip."""
+    def hget_many(self, keys: Sequence[str], field: str) -> list[bytes | None]:
+        """``HGET key field`` for each key, in order, in one round trip. (Not ``hget``:
+        :func:`~streamfs.online.read_online` tells this reader from a ``redis.Redis``
+        by the name.)"""
         if not keys:
             return []
         payload = hget_payload(keys, field)

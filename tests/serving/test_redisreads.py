@@ -140,7 +140,7 @@ def test_the_blocking_reader_pairs_replies_per_thread_and_raises_redis_errors(
         for i in range(200):
             j = (n * 13 + i) % 50
             keys = [f"{prefix}:{j}", f"{prefix}:missing", f"{prefix}:{(j * 7) % 50}"]
-            got = reads.hget(keys, "t")
+            got = reads.hget_many(keys, "t")
             if got != [f"tiles-{j}".encode(), None, f"tiles-{(j * 7) % 50}".encode()]:
                 wrong.append(got)
 
@@ -152,9 +152,9 @@ def test_the_blocking_reader_pairs_replies_per_thread_and_raises_redis_errors(
             thread.join()
         assert wrong == []
         with pytest.raises(ResponseError, match="WRONGTYPE"):
-            reads.hget([f"{prefix}:1", f"{prefix}:string"], "t")
-        assert reads.hget([f"{prefix}:2"], "t") == [b"tiles-2"]  # still in step
-        assert reads.hget([], "t") == []
+            reads.hget_many([f"{prefix}:1", f"{prefix}:string"], "t")
+        assert reads.hget_many([f"{prefix}:2"], "t") == [b"tiles-2"]  # still in step
+        assert reads.hget_many([], "t") == []
     finally:
         reads.close()
         sync.delete(*[f"{prefix}:{i}" for i in range(50)], f"{prefix}:string")
@@ -174,16 +174,16 @@ def test_a_connection_redis_closed_is_replaced_and_a_refused_one_raises(
     admin.hset(key, "t", b"x")
     reads = BlockingRedisReads(services.redis_url)
     try:
-        assert reads.hget([key], "t") == [b"x"]
+        assert reads.hget_many([key], "t") == [b"x"]
         first = _own_address(reads)
         assert admin.client_kill(first)  # as a Redis restart or an idle timeout would
-        assert reads.hget([key], "t") == [b"x"]  # sent again, on a new connection
+        assert reads.hget_many([key], "t") == [b"x"]  # sent again, on a new connection
         assert _own_address(reads) != first
     finally:
         reads.close()
         admin.delete(key)
     with pytest.raises(redis.exceptions.ConnectionError, match="cannot connect"):
-        BlockingRedisReads("redis://127.0.0.1:1/0").hget(["k"], "t")
+        BlockingRedisReads("redis://127.0.0.1:1/0").hget_many(["k"], "t")
 
 
 def test_the_blocking_reader_selects_the_db_and_a_forked_child_connects_anew(
@@ -193,16 +193,16 @@ def test_the_blocking_reader_selects_the_db_and_a_forked_child_connects_anew(
     url, db3 = in_db3(services.redis_url, key)
     reads = BlockingRedisReads(url)
     try:
-        assert reads.hget([key], "t") == [b"in db 3"]
-        assert BlockingRedisReads(services.redis_url).hget([key], "t") == [None]
+        assert reads.hget_many([key], "t") == [b"in db 3"]
+        assert BlockingRedisReads(services.redis_url).hget_many([key], "t") == [None]
         parent = _own_address(reads)
         pid = os.fork()
         if pid == 0:  # the child: its own connection, and the parent's left open
-            ok = reads.hget([key], "t") == [b"in db 3"] and _own_address(reads) != parent
+            ok = reads.hget_many([key], "t") == [b"in db 3"] and _own_address(reads) != parent
             os._exit(0 if ok else 1)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
-        assert reads.hget([key], "t") == [b"in db 3"]
+        assert reads.hget_many([key], "t") == [b"in db 3"]
         assert _own_address(reads) == parent
     finally:
         reads.close()
