@@ -106,7 +106,8 @@ way against 0.7-1.8 ms with zstd and dictionaries, and reads back for its merge 
 offline writer's Parquet work at 5,000 events/s. Statistics stay, for readers that
 prune by them. Merged files, cut files, backfills and the file a closing segment
 leaves are written with the sink's compression: a segment that closes with a single
-part rewrites it so."""
+part rewrites it so. Parts left by a worker that stopped without its final flush (a
+crash) stay uncompressed until ``streamfs offline compact`` merges their date."""
 
 
 def roll_policy(settings: Settings) -> RollPolicy:
