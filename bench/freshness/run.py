@@ -9,7 +9,9 @@ user never seen before (``probe-<run>-<n>``). A thread polls
 :meth:`FeatureStore.get_online_features` for the pending probes every
 ``--poll-ms``; a probe is visible when its ``purchase_count_1h`` reads 1. Its
 latency is that moment minus the moment just before the producer was handed the
-event (so it includes the producer's linger and the broker's ack path).
+event (so it includes the producer's linger and the broker's ack path). It also prints
+the CPU each process used while producing (the worker, its offline child, this bench),
+in cores: on a shared machine a steadier figure than a single run's latencies.
 
     .venv/bin/python -m bench.freshness.run                      # 5,000/s for 60 s
     .venv/bin/python -m bench.freshness.run --rate 2000 --seconds 20
@@ -30,7 +32,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from bench.ingest.run import KEY_FIELD, ROOT, SCHEMA_PATH, VIEW_NAME, Names, bench_view, clean_up
+from bench.ingest.run import (
+    KEY_FIELD,
+    ROOT,
+    SCHEMA_PATH,
+    VIEW_NAME,
+    Names,
+    RssWatch,
+    bench_view,
+    clean_up,
+)
 
 FEATURE = f"{VIEW_NAME}:purchase_count_1h"
 
@@ -182,6 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         prober = Prober(store, args.poll_ms / 1000)
         prober.start()
+        watch = RssWatch(proc.pid)  # CPU per process over the measured span
+        watch.poll()
+        cpu_before, own_before = dict(watch.cpu_by_pid), time.process_time()
         t0 = time.perf_counter()
         sent = asyncio.run(
             produce(
@@ -197,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
         produced_s = time.perf_counter() - t0
+        watch.poll()
+        own_cpu_s = time.process_time() - own_before
         deadline = time.perf_counter() + 60
         while prober.pending and time.perf_counter() < deadline:
             time.sleep(0.1)
@@ -213,6 +229,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{sent:,} events in {produced_s:.1f} s ({sent / produced_s:,.0f}/s) over"
         f" {args.entities:,} users, {len(view.features)} aggregations ({args.features});"
         f" {len(lat)} probes seen, {len(prober.pending)} never seen"
+    )
+    cores = {
+        pid: (cpu - cpu_before.get(pid, 0.0)) / produced_s for pid, cpu in watch.cpu_by_pid.items()
+    }
+    children = sum(c for pid, c in cores.items() if pid != proc.pid)
+    print(
+        f"CPU while producing, in cores: worker {cores.get(proc.pid, 0.0):.2f}, its offline"
+        f" child {children:.2f}, this bench (producer and prober) {own_cpu_s / produced_s:.2f}"
     )
     if lat:
         q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [lat[0]] * 99
