@@ -335,23 +335,40 @@ class EntityTiles:
             raise StateDecodeError(f"entity tiles: last event time {last!r} is not an int")
         tiles.last_event_time_ms = last
         size_of = len(data)
-        for group, rows, encoded in zip(layout.groups, tiles.groups, tiles.encoded, strict=True):
-            slots = range(len(group.members))
-            count, offset = sc.decode_u64(data, offset)
-            for _ in range(count):
-                start = offset
-                index, offset = sc.decode_i64(data, offset)
-                for _ in slots:
-                    size, offset = sc.decode_u32(data, offset)
-                    offset += size
-                if offset > size_of:
-                    raise StateDecodeError("entity tiles: truncated state")
-                # Rows are decoded when read (most of a worker's reads touch one row).
-                rows[index] = None
-                encoded[index] = data[start:offset]
+        # One pass, the lengths read inline (not through statecodec's per-field helpers:
+        # the offline writer decodes every write's tiles whole to value its snapshots).
+        unpack_u32, unpack_i64 = _U32.unpack_from, _I64.unpack_from
+        per_group = zip(layout.groups, tiles.groups, tiles.encoded, strict=True)
+        try:
+            for group, rows, encoded in per_group:
+                decoders = group.decoders
+                (count,) = _U64.unpack_from(data, offset)
+                offset += 8
+                for _ in range(count):
+                    start = offset
+                    (index,) = unpack_i64(data, offset)
+                    offset += 8
+                    if lazy:  # rows are decoded when read (most of a worker's reads touch one)
+                        for _ in decoders:
+                            offset += 4 + unpack_u32(data, offset)[0]
+                        row = None
+                    else:
+                        row = []
+                        for decode in decoders:
+                            (size,) = unpack_u32(data, offset)
+                            offset += 4
+                            end = offset + size
+                            if end > size_of:
+                                raise StateDecodeError("entity tiles: truncated state")
+                            row.append(decode(data[offset:end]))
+                            offset = end
+                    if offset > size_of:
+                        raise StateDecodeError("entity tiles: truncated state")
+                    rows[index] = row
+                    encoded[index] = data[start:offset]
+        except struct.error as exc:
+            raise StateDecodeError(f"entity tiles: truncated state at byte {offset}") from exc
         sc.check_done(data, offset, "entity tiles")
-        if not lazy:
-            tiles._decode_rows()
         return tiles
 
     def _decode_rows(self) -> None:

@@ -266,6 +266,26 @@ def test_a_malformed_state_raises_where_its_row_is_read() -> None:
         EntityTiles.decode(layout, bytes(data[:-1]), lazy=True)
 
 
+@pytest.mark.parametrize("lazy", [False, True])
+def test_every_cut_of_a_store_raises_a_decode_error(lazy: bool) -> None:
+    features = [
+        Feature("n", make("count"), WindowSpec(100, 10)),
+        Feature("s", make("sum"), WindowSpec(100, 10)),
+        Feature("d", make("count_distinct"), WindowSpec(500, 50)),
+        Feature("l", make("last"), WindowSpec(500, 50)),
+    ]
+    layout = Layout.of(features)
+    store = EntityTiles(layout)
+    store.add_events([(5, [1, 2.5, "a", "x"]), (25, [1, -3, "b", "y"]), (70, [1, 1, "a", "z"])])
+    data = store.encode()
+    assert EntityTiles.decode(layout, data, lazy=lazy).query(70) == store.query(70)
+    for cut in range(len(data)):  # a cut store never decodes, nor raises anything else
+        with pytest.raises(StateDecodeError):
+            EntityTiles.decode(layout, data[:cut], lazy=lazy).query(70)
+    with pytest.raises(StateDecodeError, match="trailing"):
+        EntityTiles.decode(layout, data + b"\x00", lazy=lazy)
+
+
 def test_entity_tiles_evict_and_empty() -> None:
     features = [
         Feature("c10", make("count"), WindowSpec(100, 10)),
