@@ -60,6 +60,7 @@ from streamfs.definitions import Source
 from streamfs.errors import StreamfsError
 from streamfs.ingest import Event
 from streamfs.offline.layout import (
+    DAY_MS,
     FileRange,
     date_of,
     file_name,
@@ -222,10 +223,13 @@ class OfflineSink:
         written: list[str] = []
         with self._lock(directory):
             for partition, batch in _by_partition(events).items():
-                by_date: dict[str, list[Event]] = {}
+                by_day: dict[int, list[Event]] = {}  # by UTC day number: one date string a day
                 for event in batch:
-                    by_date.setdefault(date_of(event.event_time_ms), []).append(event)
-                tables = {d: events_table(source, dated, schema) for d, dated in by_date.items()}
+                    by_day.setdefault(event.event_time_ms // DAY_MS, []).append(event)
+                tables = {
+                    date_of(day * DAY_MS): events_table(source, dated, schema)
+                    for day, dated in by_day.items()
+                }
                 written += self._append(directory, schema, _range(partition, batch), tables)
         return written
 
