@@ -11,7 +11,8 @@ user never seen before (``probe-<run>-<n>``). A thread polls
 latency is that moment minus the moment just before the producer was handed the
 event (so it includes the producer's linger and the broker's ack path). It also prints
 the CPU each process used while producing (the worker, its offline child, this bench),
-in cores: on a shared machine a steadier figure than a single run's latencies.
+in cores: on a shared machine a steadier figure than a single run's latencies; and
+the latencies per 10 s of the run, which show whether they hold or climb.
 
     .venv/bin/python -m bench.freshness.run                      # 5,000/s for 60 s
     .venv/bin/python -m bench.freshness.run --rate 2000 --seconds 20
@@ -55,6 +56,7 @@ class Prober(threading.Thread):
         self.poll_s = poll_s
         self.pending: dict[str, float] = {}  # entity -> perf_counter before sending
         self.latencies_ms: list[float] = []
+        self.seen: list[tuple[float, float]] = []  # (sent at, latency ms), in seen order
         self.lock = threading.Lock()
         self.stopped = threading.Event()
 
@@ -74,6 +76,7 @@ class Prober(threading.Thread):
                         if row.values[FEATURE] == 1:
                             sent_at = self.pending.pop(str(row.entity_key))
                             self.latencies_ms.append((now - sent_at) * 1000)
+                            self.seen.append((sent_at, (now - sent_at) * 1000))
             time.sleep(self.poll_s)
 
 
@@ -247,8 +250,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"| p90 | {q[89]:.0f} |")
         print(f"| p99 | {q[98]:.0f} |")
         print(f"| max | {lat[-1]:.0f} |")
+        print()
+        print(f"Over the run, per 10 s of sending (p50 / max ms): {over_time(prober.seen, 10.0)}")
     clean_up(bootstrap, names)
     return 0
+
+
+def over_time(seen: Sequence[tuple[float, float]], slice_s: float) -> str:
+    """Latencies by when their probe was sent: whether they hold or grow over the run
+    (a stage that falls behind shows as a climb, not only as a worse p99)."""
+    if not seen:
+        return "none"
+    start = min(sent_at for sent_at, _ in seen)
+    slices: dict[int, list[float]] = {}
+    for sent_at, latency_ms in seen:
+        slices.setdefault(int((sent_at - start) // slice_s), []).append(latency_ms)
+    return ", ".join(
+        f"{i * slice_s:.0f}s {statistics.median(v):.0f}/{max(v):.0f}"
+        for i, v in sorted(slices.items())
+    )
 
 
 if __name__ == "__main__":
