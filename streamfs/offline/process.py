@@ -54,6 +54,17 @@ log = structlog.get_logger(__name__)
 # threshold and staying in the heap; and few arenas for its two threads.
 _MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 << 10), "MALLOC_ARENA_MAX": "2"}
 
+CHILD_NICENESS = 10
+"""How much the child lowers its scheduling priority (``os.nice``) below its worker's.
+
+A batch's values go online before its offline write starts, so only the worker's
+event loop stands between an event and its freshness; the child needs CPU on
+average (about half a core at 5,000 events/s), not at once. Where the two compete for
+a core, the scheduler now serves the worker first and the child takes the slack,
+falling behind by at most the worker's pipeline depth. Measured (freshness bench,
+5,000 events/s, twelve alternating pairs of 40 s runs on 2 cores): p99 lower in ten
+of twelve pairs, median p99 587 ms against 738; ingest throughput unchanged."""
+
 
 class OfflineProcess:
     """An :class:`OfflineSink` at ``root`` in a child process, driven from an event loop.
@@ -196,12 +207,28 @@ def _compiled(definition: str, state_version: int) -> SnapshotView:
     return SnapshotView.of(view_from_json(json.loads(definition)), state_version)
 
 
+def _lower_priority(by: int) -> None:
+    """``os.nice(by)`` for every thread of this process, the ones to come included.
+
+    Linux keeps a priority per thread (``os.nice`` changes the caller's, and a new
+    thread inherits its creator's), and importing pyarrow started threads already.
+    """
+    niceness = min(os.getpriority(os.PRIO_PROCESS, 0) + by, 19)
+    try:
+        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except FileNotFoundError:  # no /proc: one priority for the whole process
+        threads = [0]
+    for tid in threads:
+        os.setpriority(os.PRIO_PROCESS, tid, niceness)
+
+
 def _serve(conn: Connection) -> None:
     """The child: answer requests until told to stop or the worker's end closes."""
     # A Ctrl-C or a TERM sent to the worker's process group is the worker's to handle:
     # its shutdown flushes this sink and then stops it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _lower_priority(CHILD_NICENESS)
     try:
         root, policy, compression = conn.recv()
     except (EOFError, OSError):

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from streamfs.offline.log import OfflineSink, OfflineWriteError
-from streamfs.offline.process import OfflineProcess
+from streamfs.offline.process import CHILD_NICENESS, OfflineProcess
 from streamfs.offline.snapshots import SnapshotView, snapshot_table
 from tests.offline.helpers import random_events, rich_view
 from tests.offline.test_snapshots import NS, engine_writes
@@ -68,6 +68,21 @@ async def test_a_failed_batch_names_its_cause_and_the_child_serves_the_next(
         with pytest.raises(OfflineWriteError, match="lots"):
             await child.write_batch(view.source, bad)
         assert await child.write_batch(view.source, events)
+    finally:
+        await child.close()
+
+
+async def test_the_child_runs_below_its_worker_s_priority(tmp_path: Path) -> None:
+    view = rich_view()
+    child = OfflineProcess(str(tmp_path))
+    try:
+        assert await child.write_batch(view.source, random_events(random.Random(8), 10))
+        expected = min(os.getpriority(os.PRIO_PROCESS, 0) + CHILD_NICENESS, 19)
+        # Every thread of the child, those started before it lowered its priority too
+        # (Linux keeps one per thread).
+        threads = os.listdir(f"/proc/{child.pid}/task")
+        assert len(threads) > 1
+        assert {os.getpriority(os.PRIO_PROCESS, int(tid)) for tid in threads} == {expected}
     finally:
         await child.close()
 
