@@ -24,6 +24,7 @@ group: the worker's shutdown stops it after the last flush.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -219,7 +220,8 @@ def _lower_priority(by: int) -> None:
     except FileNotFoundError:  # no /proc: one priority for the whole process
         threads = [0]
     for tid in threads:
-        os.setpriority(os.PRIO_PROCESS, tid, niceness)
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended since
+            os.setpriority(os.PRIO_PROCESS, tid, niceness)
 
 
 def _serve(conn: Connection) -> None:
