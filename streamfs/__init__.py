@@ -11,8 +11,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from streamfs import native as _native
 from streamfs.errors import ConfigError, DefinitionError, ServiceError, StreamfsError
 from streamfs.settings import Settings
+
+# The compiled build of the per-event modules, when it matches their source (native.py).
+_native.activate(__path__)
 
 if TYPE_CHECKING:
     from streamfs.definitions import (

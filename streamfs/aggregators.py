@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import reduce
 from operator import add
-from typing import Any, ClassVar, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from streamfs import statecodec as sc
 from streamfs.sketches import CountDistinct, Percentile
@@ -88,7 +88,9 @@ class Aggregator(Protocol[S, V_contra, R_co]):
 class Count:
     """Number of events (with a non-null input). Empty: 0."""
 
-    ordered: ClassVar[bool] = False
+    @property
+    def ordered(self) -> bool:
+        return False
 
     def initial(self) -> int:
         return 0
@@ -120,7 +122,9 @@ class Count:
 class Sum:
     """Sum of the values; ints stay exact ints. Empty: 0."""
 
-    ordered: ClassVar[bool] = False
+    @property
+    def ordered(self) -> bool:
+        return False
 
     def initial(self) -> Number:
         return 0
@@ -134,7 +138,8 @@ class Sum:
     def merge_all(self, states: Sequence[Number]) -> Number:
         # From 0, left to right: the very additions of folding merge (not ``sum``, which
         # compensates float rounding from Python 3.12 on).
-        return reduce(add, states, 0)
+        start: Number = 0  # typed: a compiled build would take 0's type for the result
+        return reduce(add, states, start)
 
     def result(self, state: Number) -> Number:
         return state
@@ -158,7 +163,9 @@ MeanState = tuple[int, Number]
 class Mean:
     """Arithmetic mean as ``total / count`` (float). Empty: None."""
 
-    ordered: ClassVar[bool] = False
+    @property
+    def ordered(self) -> bool:
+        return False
 
     def initial(self) -> MeanState:
         return (0, 0)
@@ -170,7 +177,8 @@ class Mean:
         return (a[0] + b[0], a[1] + b[1])
 
     def merge_all(self, states: Sequence[MeanState]) -> MeanState:
-        return (sum(s[0] for s in states), reduce(add, [s[1] for s in states], 0))
+        start: Number = 0
+        return (sum(s[0] for s in states), reduce(add, [s[1] for s in states], start))
 
     def result(self, state: MeanState) -> float | None:
         return state[1] / state[0] if state[0] else None
@@ -195,7 +203,9 @@ VarState = tuple[int, float, float]
 class Variance:
     """Population variance (``M2 / n``), Welford adds and Chan merges. Empty: None."""
 
-    ordered: ClassVar[bool] = False
+    @property
+    def ordered(self) -> bool:
+        return False
 
     def initial(self) -> VarState:
         return (0, 0.0, 0.0)
@@ -238,24 +248,28 @@ class Variance:
         return (n, mean, m2)
 
 
+_VARIANCE = Variance()
+
+
 @dataclass(frozen=True, slots=True)
 class Stddev:
     """Population standard deviation: the square root of :class:`Variance`. Empty: None."""
 
-    ordered: ClassVar[bool] = False
-    _variance: ClassVar[Variance] = Variance()
+    @property
+    def ordered(self) -> bool:
+        return False
 
     def initial(self) -> VarState:
         return (0, 0.0, 0.0)
 
     def add(self, state: VarState, value: Number) -> VarState:
-        return self._variance.add(state, value)
+        return _VARIANCE.add(state, value)
 
     def merge(self, a: VarState, b: VarState) -> VarState:
-        return self._variance.merge(a, b)
+        return _VARIANCE.merge(a, b)
 
     def result(self, state: VarState) -> float | None:
-        variance = self._variance.result(state)
+        variance = _VARIANCE.result(state)
         return None if variance is None else math.sqrt(variance)
 
     def encode(self, state: VarState) -> bytes:
@@ -263,14 +277,16 @@ class Stddev:
         return sc.encode_versioned_u64_f64_f64(n, mean, m2)
 
     def decode(self, data: bytes) -> VarState:
-        return self._variance.decode(data)
+        return _VARIANCE.decode(data)
 
 
 @dataclass(frozen=True, slots=True)
 class Min:
     """Smallest value. Empty: None."""
 
-    ordered: ClassVar[bool] = False
+    @property
+    def ordered(self) -> bool:
+        return False
 
     def initial(self) -> Scalar | None:
         return None
@@ -297,7 +313,9 @@ class Min:
 class Max:
     """Largest value. Empty: None."""
 
-    ordered: ClassVar[bool] = False
+    @property
+    def ordered(self) -> bool:
+        return False
 
     def initial(self) -> Scalar | None:
         return None
@@ -357,8 +375,14 @@ class _OneEvent:
     """
 
     __slots__ = ()
-    ordered: ClassVar[bool] = True
-    name: ClassVar[str]
+
+    @property
+    def ordered(self) -> bool:
+        return True
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
 
     def wins(self, value: Stamped, state: Stamped) -> bool:
         raise NotImplementedError
@@ -386,7 +410,9 @@ class _OneEvent:
 class First(_OneEvent):
     """Value of the earliest event by ``(event_time_ms, seq)``. Empty: None."""
 
-    name: ClassVar[str] = "first"
+    @property
+    def name(self) -> str:
+        return "first"
 
     def wins(self, value: Stamped, state: Stamped) -> bool:
         return value[0] < state[0] or (value[0] == state[0] and value[1] < state[1])
@@ -396,7 +422,9 @@ class First(_OneEvent):
 class Last(_OneEvent):
     """Value of the latest event by ``(event_time_ms, seq)``. Empty: None."""
 
-    name: ClassVar[str] = "last"
+    @property
+    def name(self) -> str:
+        return "last"
 
     def wins(self, value: Stamped, state: Stamped) -> bool:
         return value[0] > state[0] or (value[0] == state[0] and value[1] > state[1])

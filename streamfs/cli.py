@@ -52,6 +52,12 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     return demo.run(settings, args.duration, args.schemas, args.topology, args.rate, args.port)
 
 
+def _native(args: argparse.Namespace, settings: Settings) -> int:
+    from streamfs import native
+
+    return native.run(args.action)
+
+
 def resolve_settings(environ: dict[str, str] | os._Environ[str]) -> Settings:
     """Settings from the environment, with addresses of running managed services filled in."""
     from streamfs.services import ServicesManager
@@ -94,6 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8000, help="the web view's port")
     demo.set_defaults(handler=_demo)
 
+    native = sub.add_parser(
+        "native", help="compile the per-event modules with mypyc (used while they match)"
+    )
+    native.add_argument(
+        "action",
+        choices=["build", "status"],
+        help="build: compile them unless the build is up to date; status: compiled, or why not",
+    )
+    native.set_defaults(handler=_native)
+
     from streamfs.schemas.registry import command as schema_registry_command
 
     schema_registry_command.add_parser(sub)
@@ -125,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command in ("services", "demo"):
+        if args.command in ("services", "demo", "native"):
             # `services` decides for itself which configured addresses to use.
             settings = Settings.from_env(os.environ)
         else:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 # DataSketches ships no type information; its objects are typed Any here and
 # wrapped so that nothing outside this module touches them.
@@ -71,7 +71,10 @@ class CountDistinct:
 
     exact_limit: int = 1_000
     lg_k: int = 12
-    ordered: ClassVar[bool] = False
+
+    @property
+    def ordered(self) -> bool:
+        return False
 
     def initial(self) -> DistinctState:
         return set()
@@ -156,7 +159,10 @@ class Percentile:
 
     q: float = 0.5
     k: int = 200
-    ordered: ClassVar[bool] = False
+
+    @property
+    def ordered(self) -> bool:
+        return False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.q <= 1.0:

@@ -146,6 +146,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     # (freshness bench at 2,000/s): collect the young generations less often and the
     # whole heap rarely. Reference counting still frees everything without cycles.
     gc.set_threshold(*GC_THRESHOLDS)
+    from streamfs import native
+
+    # "compiled", or why the per-event modules run as plain Python (streamfs.native).
+    log.info("engine_modules", status=native.status())
     store = FeatureStore(settings)
     snapshots = settings.offline_snapshots
     plans = [view_plan(s, snapshots) for s in served_views(store.registry_state())]

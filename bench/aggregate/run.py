@@ -28,6 +28,7 @@ import random
 import time
 from typing import Any
 
+from streamfs import native
 from streamfs.aggregators import make
 from streamfs.tiles import EntityTiles, Feature, Layout
 from streamfs.windows import DAY_MS, HOUR_MS, MINUTE_MS, WindowSpec
@@ -144,7 +145,8 @@ def main() -> None:
     args = parser.parse_args()
     print(
         f"python {platform.python_version()} on {platform.machine()}; {args.events:,} events, "
-        f"{args.entities:,} entities, {args.span_h} h, batches of {args.batch:,}"
+        f"{args.entities:,} entities, {args.span_h} h, batches of {args.batch:,}; "
+        f"streamfs modules {native.status()}"
     )
     events = make_events(args.events, args.entities, args.span_h * HOUR_MS, args.seed)
     for name in args.sets:

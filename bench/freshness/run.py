@@ -226,12 +226,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+    from streamfs import native
+
     lat = sorted(prober.latencies_ms)
     print()
     print(
         f"{sent:,} events in {produced_s:.1f} s ({sent / produced_s:,.0f}/s) over"
         f" {args.entities:,} users, {len(view.features)} aggregations ({args.features});"
-        f" {len(lat)} probes seen, {len(prober.pending)} never seen"
+        f" {len(lat)} probes seen, {len(prober.pending)} never seen;"
+        f" streamfs modules {native.status()}"
     )
     cores = {
         pid: (cpu - cpu_before.get(pid, 0.0)) / produced_s for pid, cpu in watch.cpu_by_pid.items()

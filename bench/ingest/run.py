@@ -553,11 +553,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         say(_row(results[-1]))
 
+    from streamfs import native
+
     print()
     print(
         f"{args.events:,} purchase events, {args.entities:,} entities, {args.partitions}"
         f" partitions, {len(view.features)} aggregations ({args.features});"
-        f" {platform.python_implementation()} {platform.python_version()}"
+        f" {platform.python_implementation()} {platform.python_version()};"
+        f" streamfs modules {native.status()}"
     )
     print()
     print(
