@@ -122,8 +122,6 @@ def build(quiet: bool = True) -> Path:
                 script_args=["build_ext", "--build-lib", str(Path(tmp) / "lib")],
             )
         except (Exception, SystemExit) as exc:
-            os.dup2(stdout, 1)
-            os.dup2(stderr, 2)
             tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
             raise NativeBuildError(f"mypyc build failed: {exc}\n{tail}") from exc
         finally:

@@ -25,10 +25,10 @@ BUILT = (native.COMPILED_DIR / native.MANIFEST).exists()
 needs_build = pytest.mark.skipif(not BUILT, reason="no compiled build (streamfs native build)")
 
 
-def _loaded_from(package_parent: Path, env: dict[str, str] | None = None) -> str:
-    """Where ``streamfs.tiles`` loads from in a fresh interpreter."""
+def _printed(code: str, package_parent: Path, env: dict[str, str] | None = None) -> str:
+    """What ``code`` prints in a fresh interpreter importing streamfs from ``package_parent``."""
     out = subprocess.run(
-        [sys.executable, "-c", "import streamfs.tiles as t; print(t.__file__)"],
+        [sys.executable, "-c", code],
         env={**os.environ, "PYTHONPATH": str(package_parent), **(env or {})},
         cwd=package_parent,
         capture_output=True,
@@ -36,6 +36,11 @@ def _loaded_from(package_parent: Path, env: dict[str, str] | None = None) -> str
         check=True,
     )
     return out.stdout.strip()
+
+
+def _loaded_from(package_parent: Path, env: dict[str, str] | None = None) -> str:
+    """Where ``streamfs.tiles`` loads from in a fresh interpreter."""
+    return _printed("import streamfs.tiles as t; print(t.__file__)", package_parent, env)
 
 
 @pytest.mark.skipif(
@@ -60,14 +65,7 @@ def test_an_edited_module_runs_as_plain_python(tmp_path: Path) -> None:
     aggregators = copy / "aggregators.py"
     aggregators.write_text(aggregators.read_text() + "\n# edited\n")
     assert _loaded_from(tmp_path) == str(copy / "tiles.py")
-    status = subprocess.run(
-        [sys.executable, "-c", "from streamfs import native; print(native.status())"],
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    status = _printed("from streamfs import native; print(native.status())", tmp_path)
     assert "stale: streamfs.aggregators changed since the build" in status
 
 
