@@ -53,6 +53,21 @@ WRITE_CHUNK = 256
 """Entities per script call: Redis runs a script alone, so calls stay short (about a
 millisecond) and other clients' reads slip in between them."""
 
+# KEYS = entity hashes. Per key, its tiles if they are a backfill's seed (a negative
+# offset, streamfs.offline.backfill.seed_offset), else nil.
+SEEDS_SCRIPT = """
+local seeds = {}
+for i, key in ipairs(KEYS) do
+  local stored = redis.call('HMGET', key, 'o', 't')
+  if stored[1] and tonumber(stored[1]) < 0 then
+    seeds[i] = stored[2]
+  else
+    seeds[i] = false
+  end
+end
+return seeds
+"""
+
 
 class UnknownFeatureError(StreamfsError):
     """A read named features that no registered view has; the message lists them."""
@@ -124,6 +139,7 @@ class OnlineWriter:
         self._client = client  # redis.asyncio.Redis
         self._clock = clock
         self._script = client.register_script(WRITE_SCRIPT)
+        self._seeds_script = client.register_script(SEEDS_SCRIPT)
 
     async def write(self, writes: Sequence[OnlineWrite]) -> int:
         """Apply ``writes``; returns how many changed Redis (replays change nothing).
@@ -142,6 +158,18 @@ class OnlineWriter:
             await self._script(keys=[w.key for w in chunk], args=args, client=pipe)
         results = await pipe.execute()
         return sum(int(r) for r in results)
+
+    async def seeds(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Per key, the tiles a backfill seeded there (``None``: none, or the worker's own
+        state). One pipeline of script calls over up to :data:`WRITE_CHUNK` keys each: a
+        batch asks this for every entity it has no state for, and a reply per key cost
+        the worker about 5% of its thread (py-spy) where one per chunk costs little."""
+        if not keys:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for start in range(0, len(keys), WRITE_CHUNK):
+            await self._seeds_script(keys=keys[start : start + WRITE_CHUNK], client=pipe)
+        return [seed for chunk in await pipe.execute() for seed in chunk]
 
 
 def resolve_features(

@@ -147,7 +147,6 @@ class SourceRuntime:
         table_io: TableIO,
         dlq: Callable[[], Awaitable[DeadLetterSink]],
         online: OnlineWriter,
-        redis: Any,
         options: WorkerOptions,
         offline: OfflineSink | OfflineWriter | None = None,
     ) -> None:
@@ -155,7 +154,6 @@ class SourceRuntime:
         self.table_io = table_io
         self._dlq = dlq
         self.online = online
-        self.redis = redis  # redis.asyncio.Redis, the one ``online`` writes with
         self.offline = offline
         self.options = options
         if engine.seeds is None:  # entities without state start from a backfill's seed
@@ -290,20 +288,7 @@ class SourceRuntime:
 
     async def read_seeds(self, keys: Sequence[str]) -> list[bytes | None]:
         """The engine's seed reader: backfilled tiles of entities it has no state for."""
-        return await self._redis(self._read_seeds, keys)
-
-    async def _read_seeds(self, keys: Sequence[str]) -> list[bytes | None]:
-        # Seeds are hashes of the online layout whose offset is negative (see
-        # streamfs.offline.backfill.seed_offset). One pipelined round trip.
-        if not keys:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for key in keys:
-            pipe.hmget(key, "o", "t")
-        return [
-            tiles if offset is not None and int(offset) < 0 else None
-            for offset, tiles in await pipe.execute()
-        ]
+        return await self._redis(self.online.seeds, keys)
 
     async def _redis(self, call: Callable[[Any], Awaitable[_T]], arg: Any) -> _T:
         """``await call(arg)``, retried with backoff while Redis is away."""
@@ -689,7 +674,6 @@ def build_app(
             TableIO(table, producer),
             dlq,
             online,
-            redis_client,
             options,
             offline_sink,
         )

@@ -96,7 +96,7 @@ def runtime_of(engine: PartitionEngine, offline: Any, table_io: Any = None) -> S
 
     options = WorkerOptions("app", "kafka:9092", "redis://", data_dir=Path("unused"))
     table_io = FakeTableIO() if table_io is None else table_io
-    return SourceRuntime(engine, table_io, dlq, sinks, None, options, offline)  # type: ignore[arg-type]
+    return SourceRuntime(engine, table_io, dlq, sinks, options, offline)  # type: ignore[arg-type]
 
 
 def stream_events(topic: str, url: str, records: list[dict[str, Any]]) -> list[Any]:

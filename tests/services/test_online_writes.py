@@ -46,3 +46,27 @@ async def test_batches_across_chunks_write_once_and_replays_change_nothing(
         assert stored[b"e"] == str(1_000 + i).encode()
         assert stored[b"w"] == b"42"
         assert 0 < sync.pttl(f"{prefix}:{i}") <= 60_000
+
+
+async def test_seeds_are_the_backfilled_hashes_only_across_chunks(
+    redis_url: str, unique: Callable[[str], str]
+) -> None:
+    """The worker asks for the seeds of every entity it has no state for: it gets the tiles
+    of hashes a backfill wrote (negative offsets), and None for absent keys and for the
+    hashes the worker wrote itself, in key order across several script calls."""
+    prefix = unique("seeds")
+    count = WRITE_CHUNK + 40
+    keys = [f"{prefix}:{i}" for i in range(count)]
+    sync = redis.Redis.from_url(redis_url)
+    for i, key in enumerate(keys):
+        if i % 3 == 0:
+            sync.hset(key, mapping={"o": -1_700_000_000_000 - i, "t": b"seed%d" % i})
+        elif i % 3 == 1:
+            sync.hset(key, mapping={"o": i, "t": b"worker%d" % i})  # the worker's own
+    client = redis_asyncio.Redis.from_url(redis_url)
+    try:
+        seeds = await OnlineWriter(client, lambda: 42).seeds(keys)
+        assert await OnlineWriter(client, lambda: 42).seeds([]) == []
+    finally:
+        await client.aclose()
+    assert seeds == [b"seed%d" % i if i % 3 == 0 else None for i in range(count)]
