@@ -20,7 +20,7 @@ from typing import Any, cast
 
 import faust
 import pytest
-from faust.types import TP
+from faust.types import TP, ConsumerMessage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,15 +30,19 @@ from streamfs.online import OnlineWrite
 from streamfs.schemas.errors import RegistryUnavailableError
 from streamfs.schemas.sample import ShopEvents
 from streamfs.worker import (
+    CHUNK_RECORDS,
     FETCH_MAX_WAIT_MS,
     BatchTaker,
+    ChunkMessage,
     SourceRuntime,
     TableIO,
     WorkerConsumer,
     WorkerOptions,
     _add_agent,
+    acknowledge,
     build_app,
     hiredis_packed_connection,
+    records_of,
     run_batches,
 )
 from tests.test_engine import NOW, DictStore, make_engine, messages
@@ -383,41 +387,91 @@ async def test_a_failed_offline_write_stops_the_batches_while_the_stream_is_quie
 class FakeFetchConsumer:
     """What :meth:`WorkerConsumer._deliver` uses of Faust's consumer."""
 
-    def __init__(self, read_offsets: dict[str, int | None]) -> None:
-        self.delivered: list[tuple[str, int]] = []
-        self.gaps: list[tuple[str, int, int]] = []
-        self._read_offset: dict[str, int | None] = read_offsets
+    _deliver_chunk = WorkerConsumer._deliver_chunk
+
+    def __init__(self, read_offsets: dict[TP, int | None], fail_at: int | None = None) -> None:
+        self.delivered: list[tuple[TP, list[int]]] = []
+        self.gaps: list[tuple[TP, int, int]] = []
+        self._read_offset: dict[TP, int | None] = read_offsets
         self._commit_every: int | None = None
         self._n_acked = 0
-        self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+        self.fail_at = fail_at  # the delivery that is cancelled (a rebalance stops the flow)
+        self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda t: t != "log"))
 
     async def callback(self, message: Any) -> None:
-        self.delivered.append((message.tp, message.offset))
+        if len(self.delivered) == self.fail_at:
+            raise asyncio.CancelledError
+        offsets = [m.offset for m in records_of(SimpleNamespace(message=message))]
+        assert isinstance(message, ChunkMessage) == (message.topic != "log")
+        assert message.offset == offsets[-1]  # a chunk stands at its last record
+        self.delivered.append((message.tp, offsets))
 
-    async def _add_gap(self, tp: str, offset_from: int, offset_to: int) -> None:
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         self.gaps.append((tp, offset_from, offset_to))
 
 
-async def test_batch_delivery_hands_over_a_fetch_in_order_as_faust_would() -> None:
-    # Faust's per-message rules, kept per message in one task: offsets below a
-    # partition's read offset are dropped, a jump past it is recorded as a gap (its
-    # offsets count as acknowledged), and each delivered offset becomes the read offset.
-    def message(tp: str, offset: int) -> tuple[str, Any]:
-        return tp, SimpleNamespace(tp=tp, topic="t", offset=offset)
+def record(tp: TP, offset: int) -> tuple[TP, ConsumerMessage]:
+    message = ConsumerMessage(tp.topic, tp.partition, offset, 1.0, 0, None, b"k", b"v", None)
+    return tp, message
 
-    fetched = [message("a", 4), message("a", 5), message("b", 0), message("a", 9)]
-    consumer = FakeFetchConsumer({"a": 4, "b": None})
+
+A, B, LOG = TP("t", 0), TP("t", 1), TP("log", 0)
+
+
+async def test_a_fetch_reaches_the_sources_streams_in_chunks_per_partition() -> None:
+    # Faust's per-message rules, kept per record: offsets below a partition's read
+    # offset are dropped, a jump past it is recorded as a gap (its offsets count as
+    # acknowledged), and the read offset moves past what was delivered. A source
+    # partition's records go as one message; another topic's (no acks) one at a time.
+    fetched = [record(A, 4), record(A, 5), record(LOG, 7), record(B, 0), record(A, 9)]
+    consumer = FakeFetchConsumer({A: 4, B: None, LOG: None})
     await WorkerConsumer._deliver(cast(Any, consumer), cast(Any, fetched))
-    assert consumer.delivered == [("a", 4), ("a", 5), ("b", 0), ("a", 9)]
-    assert consumer.gaps == [("a", 6, 9)]
-    assert consumer._read_offset == {"a": 9, "b": 0}
+    assert consumer.delivered == [(LOG, [7]), (A, [4, 5, 9]), (B, [0])]
+    assert consumer.gaps == [(A, 6, 9)]
+    assert consumer._read_offset == {A: 9, B: 0, LOG: 7}
 
-    consumer = FakeFetchConsumer({"a": 5})
-
-    replayed = [message("a", 3), message("a", 5), message("a", 6)]
+    consumer = FakeFetchConsumer({A: 5})
+    replayed = [record(A, 3), record(A, 5), record(A, 6)]
     await WorkerConsumer._deliver(cast(Any, consumer), cast(Any, replayed))
-    assert consumer.delivered == [("a", 5), ("a", 6)]  # 3 was read already
+    assert consumer.delivered == [(A, [5, 6])]  # 3 was read already
     assert consumer.gaps == []
+
+
+async def test_chunks_are_bounded_and_a_cancelled_one_leaves_the_read_offset_before_it() -> None:
+    count = 2 * CHUNK_RECORDS + 3
+    fetched = [record(A, offset) for offset in range(count)]
+    consumer = FakeFetchConsumer({A: None})
+    await WorkerConsumer._deliver(cast(Any, consumer), cast(Any, fetched))
+    assert [len(offsets) for _, offsets in consumer.delivered] == [CHUNK_RECORDS, CHUNK_RECORDS, 3]
+    assert [o for _, offsets in consumer.delivered for o in offsets] == list(range(count))
+
+    # A rebalance cancels the delivery of the second chunk: the read offset stays at the
+    # end of the first (Faust's seek then moves back to the committed offset).
+    consumer = FakeFetchConsumer({A: None}, fail_at=1)
+    with pytest.raises(asyncio.CancelledError):
+        await WorkerConsumer._deliver(cast(Any, consumer), cast(Any, fetched))
+    assert consumer._read_offset[A] == CHUNK_RECORDS - 1
+
+
+async def test_acknowledging_a_chunk_acknowledges_each_of_its_records_once() -> None:
+    acked: list[int] = []
+    stream_acked: list[Any] = []
+    consumer = SimpleNamespace(ack=lambda m: acked.append(m.offset))
+
+    async def stream_ack(event: Any) -> None:
+        stream_acked.append(event)
+
+    stream = SimpleNamespace(app=SimpleNamespace(consumer=consumer), ack=stream_ack)
+    chunk = ChunkMessage([m for _, m in (record(A, 10), record(A, 11), record(A, 13))])
+    event = SimpleNamespace(message=chunk)
+    await acknowledge(stream, event)
+    # The chunk's own offset (its last record's) is acknowledged through the stream.
+    assert (acked, stream_acked) == ([10, 11], [event])
+
+    plain = SimpleNamespace(message=record(B, 3)[1])
+    await acknowledge(stream, plain)
+    assert (acked, stream_acked) == ([10, 11], [event, plain])
+    assert [m.offset for m in records_of(plain)] == [3]
 
 
 def test_the_worker_app_fetches_with_batch_delivery_and_keeps_no_per_event_stats(
