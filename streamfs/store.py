@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import getpass
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
@@ -107,7 +108,9 @@ class FeatureStore:
             finally:
                 await backend.close()
 
-        return _run(run())
+        plan = _run(run())
+        self._layouts_at = -math.inf  # this store reads what it registered from now on
+        return plan
 
     # --- registration ------------------------------------------------------------------
 
