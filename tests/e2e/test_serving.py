@@ -7,6 +7,7 @@ value change live."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -19,13 +20,14 @@ import pyarrow.dataset as ds
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from streamfs.definitions import FeatureView
 from streamfs.serving.app import Server, ServerOptions, build_app
 from streamfs.settings import ENV_PREFIX
 from tests.conftest import Services
 from tests.e2e.browser import chromium, chromium_binary
 from tests.e2e.harness import make_events
 from tests.services.kafka_helpers import create_topic, wait_until
-from tests.serving.fixtures import VIEW, Deployment, deployment
+from tests.serving.fixtures import VIEW, Deployment, deployment, purchase_view
 from tests.worker_fixtures import FEATURES, assert_close, brute_force
 
 __all__ = ["deployment"]  # fixture
@@ -213,14 +215,62 @@ async def test_a_backfilled_entity_keeps_its_history_when_new_events_stream_in(
     await wait_until(history_kept, 60, "online values over the backfill and the stream")
 
 
-def _online_exact(deployment: Deployment, users: list[str], events: list[dict[str, Any]]) -> bool:
-    """Every user's online values now equal a brute force over ``events``."""
+async def test_a_view_registered_while_the_worker_runs_is_computed_without_a_restart(
+    deployment: Deployment, worker: Callable[[], subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """The worker reloads the registry every ``--refresh`` seconds: a view added there is
+    folded from the next batch on, beside the views it already computed."""
+    kafka = deployment.settings.kafka_bootstrap or ""
+    await create_topic(kafka, deployment.topic, 2)
+    proc = worker()
+    events = make_events(600, users=20, seed=41)
+    before, after = events[:300], events[300:]
+    assert deployment.store.push("purchases", before) == len(before)
+    users = sorted({e["user_id"] for e in before})
+    await wait_until(lambda: _online_exact(deployment, users, before), 60, "the first half")
+
+    user, source, view = purchase_view(deployment.topic)
+    assert isinstance(view, FeatureView)
+    # Feature names are unique across views: the new view's are prefixed.
+    features = tuple(dataclasses.replace(f, name=f"o_{f.name}") for f in view.features)
+    orders = dataclasses.replace(view, name="user_orders", features=features)
+    deployment.store.apply([user, source, view, orders])
+    log = tmp_path / "worker.log"
+    await wait_until(
+        lambda: "user_orders@1" in log.read_text(errors="replace"), 30, "the worker's reload"
+    )
+    assert deployment.store.push("purchases", after) == len(after)
+    users = sorted({e["user_id"] for e in after})
+
+    def both_exact() -> bool:
+        return _online_exact(deployment, users, events) and _online_exact(
+            deployment, users, after, view="user_orders", prefix="o_"
+        )
+
+    await wait_until(both_exact, 60, "the old view over all events, the new one over the rest")
+    assert proc.poll() is None  # the same process all along
+
+
+def _online_exact(
+    deployment: Deployment,
+    users: list[str],
+    events: list[dict[str, Any]],
+    view: str = VIEW,
+    prefix: str = "",
+) -> bool:
+    """Every user's online values of ``view`` (its features named ``prefix`` + one of
+    :data:`NAMES`) now equal a brute force over ``events``."""
     at = time.time_ns() // 1_000_000
-    rows = deployment.store.get_online_features(users, NAMES, at_ms=at)
+    names = [f"{view}:{prefix}{n}" for n in NAMES]
+    rows = deployment.store.get_online_features(users, names, at_ms=at)
     assert isinstance(rows, list)
     try:
         for user, row in zip(users, rows, strict=True):
-            assert_close(row.values, _expected(events, user, at))
+            values = {
+                name.rpartition(":")[2].removeprefix(prefix): value
+                for name, value in row.values.items()
+            }
+            assert_close(values, _expected(events, user, at))
     except AssertionError:
         return False
     return True
