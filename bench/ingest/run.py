@@ -468,6 +468,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (bootstrap and redis_url and registry_url):
         print('run: eval "$(.venv/bin/streamfs services env)"', file=sys.stderr)
         return 2
+    if "quix" not in args.skip and not Path(args.quix_python).exists():
+        # Said before the runs, not after the worker's minutes.
+        print(
+            f"no quixstreams Python at {args.quix_python}: run `python3 -m venv bench/.venv-quix"
+            " && bench/.venv-quix/bin/pip install quixstreams fastavro`, pass"
+            " --quix-python, or --skip quix",
+            file=sys.stderr,
+        )
+        return 2
     names = Names.fresh()
     say = _say
     say(f"run {names.run}: topic {names.topic}, work dir {names.work_dir}")
