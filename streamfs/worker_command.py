@@ -45,7 +45,8 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--batch-size",
         type=int,
         default=10_000,
-        help="most events a batch takes (a partial batch starts 0.1 s after the previous one)",
+        help="events a batch takes, give or take a fetched chunk of up to 500 (a partial"
+        " batch starts 0.1 s after the previous one)",
     )
     parser.add_argument(
         "--cache-entities",

@@ -10,6 +10,7 @@ no committed offset."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -615,6 +616,55 @@ async def test_batches_are_taken_without_idling_behind_a_slow_one_and_left_to_ac
     assert taken[1][0] - first_done < interval_s / 2
     assert taken[3][0] - taken[2][0] >= interval_s * 0.95
     assert acked == []
+
+
+async def test_a_batch_counts_the_records_of_its_chunks_not_its_messages() -> None:
+    # A source partition's records come as chunks; --batch-size counts records, and a
+    # batch ends with a whole chunk (so with up to CHUNK_RECORDS - 1 records more).
+    app = faust.App(f"chunks-{uuid.uuid4().hex[:8]}", broker="kafka://127.0.0.1:9")
+    taken: list[tuple[float, list[int]]] = []
+    waiting: list[int] = []
+    first, done = asyncio.Event(), asyncio.Event()
+
+    async def ingest(stream: Any) -> None:
+        taker = BatchTaker(stream, 1_000, 60.0)
+        async with aclosing(taker.batches()) as batches:
+            async for events in batches:
+                taken.append((time.monotonic(), [len(records_of(e)) for e in events]))
+                if len(taken) == 1:
+                    first.set()
+                    await asyncio.sleep(0.3)  # the next chunks queue meanwhile
+                    waiting.append(taker.waiting)
+                else:
+                    done.set()
+
+    agent = app.agent(app.channel())(ingest)
+    sizes, offsets = iter((10, 400, 400, 450, 300)), itertools.count()
+
+    def chunk(key: Any, value: Any, **_: Any) -> ChunkMessage:
+        generation = app.consumer_generation_id  # a stream skips other generations' messages
+        return ChunkMessage(
+            [
+                ConsumerMessage(
+                    "t", 0, next(offsets), 1.0, 0, None, key, value, None, generation_id=generation
+                )
+                for _ in range(next(sizes))
+            ]
+        )
+
+    async with agent.test_context() as context:
+        context.to_message = chunk
+        await context.put(0)
+        await asyncio.wait_for(first.wait(), 10)
+        for _ in range(4):
+            await context.put(0)
+        await asyncio.wait_for(done.wait(), 10)
+
+    # Full at 1,250 records (3 messages): taken at once, not the 60 s interval later;
+    # the last chunk waits for the next batch (the one the agent's stop hands over).
+    assert [sizes for _, sizes in taken][:2] == [[10], [400, 400, 450]]
+    assert waiting == [1_250]  # records, not messages
+    assert taken[1][0] - taken[0][0] < 5.0
 
 
 def test_the_worker_packs_redis_commands_with_hiredis_into_the_same_bytes() -> None:
