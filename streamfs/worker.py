@@ -663,9 +663,9 @@ def build_app(
         table_standby_replicas=0,
         stream_buffer_maxsize=max(4_096, options.batch_size * 2),
         # Records a fetch hands over at most. Unbounded (Faust's default), one getmany
-        # returned every partition's whole prefetch (4 MiB a partition), and during a
-        # backlog the worker held about 490,000 fetched records waiting for the
-        # stream's buffer (a count of live objects, 1,000,000-event ingest bench).
+        # returned all that the fetcher had buffered, and during a backlog the worker
+        # held about 490,000 fetched records waiting for the stream's buffer (a count
+        # of live objects, 1,000,000-event ingest bench).
         broker_max_poll_records=options.batch_size,
         producer_acks=-1,
         Monitor=QuietMonitor,
