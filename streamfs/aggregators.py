@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import reduce
 from operator import add
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Final, Protocol, TypeVar, cast
 
 from streamfs import statecodec as sc
 from streamfs.sketches import CountDistinct, Percentile
@@ -159,6 +159,11 @@ MeanState = tuple[int, Number]
 """``(count, total)``."""
 
 
+def mean_add(state: MeanState, value: Number) -> MeanState:
+    """:meth:`Mean.add` (a function: :mod:`streamfs.tiles` calls it directly per event)."""
+    return (state[0] + 1, state[1] + value)
+
+
 @dataclass(frozen=True, slots=True)
 class Mean:
     """Arithmetic mean as ``total / count`` (float). Empty: None."""
@@ -171,7 +176,7 @@ class Mean:
         return (0, 0)
 
     def add(self, state: MeanState, value: Number) -> MeanState:
-        return (state[0] + 1, state[1] + value)
+        return mean_add(state, value)
 
     def merge(self, a: MeanState, b: MeanState) -> MeanState:
         return (a[0] + b[0], a[1] + b[1])
@@ -199,6 +204,16 @@ VarState = tuple[int, float, float]
 """Welford's ``(n, mean, M2)``, where ``M2`` is the sum of squared deviations."""
 
 
+def welford_add(state: VarState, value: Number) -> VarState:
+    """:meth:`Variance.add`, Welford's update (a function: :mod:`streamfs.tiles` calls it
+    directly per event)."""
+    n, mean, m2 = state
+    n += 1
+    delta = value - mean
+    mean += delta / n
+    return (n, mean, m2 + delta * (value - mean))
+
+
 @dataclass(frozen=True, slots=True)
 class Variance:
     """Population variance (``M2 / n``), Welford adds and Chan merges. Empty: None."""
@@ -211,11 +226,7 @@ class Variance:
         return (0, 0.0, 0.0)
 
     def add(self, state: VarState, value: Number) -> VarState:
-        n, mean, m2 = state
-        n += 1
-        delta = value - mean
-        mean += delta / n
-        return (n, mean, m2 + delta * (value - mean))
+        return welford_add(state, value)
 
     def merge(self, a: VarState, b: VarState) -> VarState:
         na, mean_a, m2a = a
@@ -248,36 +259,20 @@ class Variance:
         return (n, mean, m2)
 
 
-_VARIANCE = Variance()
+_VARIANCE: Final = Variance()
 
 
 @dataclass(frozen=True, slots=True)
-class Stddev:
-    """Population standard deviation: the square root of :class:`Variance`. Empty: None."""
+class Stddev(Variance):
+    """Population standard deviation: the square root of :class:`Variance`. Empty: None.
 
-    @property
-    def ordered(self) -> bool:
-        return False
-
-    def initial(self) -> VarState:
-        return (0, 0.0, 0.0)
-
-    def add(self, state: VarState, value: Number) -> VarState:
-        return _VARIANCE.add(state, value)
-
-    def merge(self, a: VarState, b: VarState) -> VarState:
-        return _VARIANCE.merge(a, b)
+    The same state, adds, merges and bytes as :class:`Variance` (inherited, so the
+    per-event add is one call); only the result differs.
+    """
 
     def result(self, state: VarState) -> float | None:
         variance = _VARIANCE.result(state)
         return None if variance is None else math.sqrt(variance)
-
-    def encode(self, state: VarState) -> bytes:
-        n, mean, m2 = state
-        return sc.encode_versioned_u64_f64_f64(n, mean, m2)
-
-    def decode(self, data: bytes) -> VarState:
-        return _VARIANCE.decode(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,7 +461,7 @@ AGGREGATORS: dict[str, Callable[[], AnyAggregator]] = {
 }
 """Aggregators by function name; ``percentile`` is the median, see :func:`make`."""
 
-_PERCENTILE = re.compile(r"p(\d{1,2}(?:\.\d+)?|100)")
+_PERCENTILE: Final = re.compile(r"p(\d{1,2}(?:\.\d+)?|100)")
 
 
 def make(function: str) -> AnyAggregator:

@@ -31,9 +31,10 @@ percentile
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 # DataSketches ships no type information; its objects are typed Any here and
 # wrapped so that nothing outside this module touches them.
@@ -60,6 +61,16 @@ def _canonical(value: Scalar) -> int | float | str:
 def _canonical_order(value: Scalar) -> tuple[str, Scalar]:
     """A total order over a set's members, which may mix types (str, int, float, bool)."""
     return type(value).__name__, value
+
+
+_SET_HEAD: Final = struct.Struct("<BcQ")  # version, tag, member count
+_STR_HEAD: Final = struct.Struct("<cI")  # scalar tag, UTF-8 length
+
+
+def _str_scalar(value: str) -> bytes:
+    """``statecodec.encode_scalar`` of a str."""
+    body = value.encode()
+    return _STR_HEAD.pack(b"s", len(body)) + body
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +123,15 @@ class CountDistinct:
         if isinstance(state, set):
             # Sorted: equal sets encode to equal bytes whatever order they were built in
             # (a set kept in memory between batches and one decoded from the store).
+            if all(type(member) is str for member in state):
+                # One type, so its own order is the canonical one; the scalars inline
+                # (about a third of the time on a row's few categories).
+                return b"".join(
+                    [
+                        _SET_HEAD.pack(sc.VERSION, b"e", len(state)),
+                        *[_str_scalar(member) for member in sorted(state)],
+                    ]
+                )
             members = sorted(state, key=_canonical_order)
             return b"".join(
                 [sc.VERSION_BYTE, b"e", sc.encode_u64(len(state)), *map(sc.encode_scalar, members)]

@@ -19,10 +19,20 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from streamfs import statecodec as sc
-from streamfs.aggregators import AnyAggregator, merger
+from streamfs.aggregators import (
+    AnyAggregator,
+    Count,
+    Mean,
+    Stddev,
+    Sum,
+    Variance,
+    mean_add,
+    merger,
+    welford_add,
+)
 from streamfs.statecodec import StateDecodeError
 from streamfs.windows import WindowSpec, as_of_ms
 
@@ -103,8 +113,10 @@ class Group:
     """The features sharing one hop, hence one ``tile index -> row`` dict per entity.
 
     ``members`` are feature indexes in row order; ``horizon_ms`` the widest window
-    (what eviction keeps). ``plain`` and ``ordered`` are ``(slot, feature index, add)``
-    for the per-event path, split so it never tests a flag. ``template`` is a row
+    (what eviction keeps). ``plain`` (``(slot, feature index, kind, add)``) and
+    ``ordered`` (``(slot, feature index, add)``) are for the per-event path, split so
+    it never tests a flag; ``kinds`` names each slot's aggregator when it is one of
+    the few the row's hot paths fold and encode inline (see :func:`_kind`). ``template`` is a row
     of initial states that are immutable (ints, tuples, None) and can be copied;
     ``fresh`` lists the slots whose initial state is mutable (sets, sketches) and
     must be made anew for each tile.
@@ -113,10 +125,11 @@ class Group:
     hop_ms: int
     horizon_ms: int
     members: tuple[int, ...]
-    plain: tuple[tuple[int, int, Callable[[Any, Any], Any]], ...]
+    plain: tuple[tuple[int, int, int, Callable[[Any, Any], Any]], ...]
     ordered: tuple[tuple[int, int, Callable[[Any, Any], Any]], ...]
     template: tuple[Any, ...]
     fresh: tuple[tuple[int, Callable[[], Any]], ...]
+    kinds: tuple[int, ...]
     encoders: tuple[Callable[[Any], bytes], ...]  # per slot: its aggregator's encode
     decoders: tuple[Callable[[bytes], Any], ...]  # per slot: its aggregator's decode
     # For queries, per distinct window (widest first): its length in ms and its readers.
@@ -142,10 +155,33 @@ class Group:
         return row
 
 
-_IMMUTABLE = (int, float, str, tuple, type(None))
-_I64 = struct.Struct("<q")
-_U64 = struct.Struct("<Q")
-_U32 = struct.Struct("<I")
+_IMMUTABLE: Final = (int, float, str, tuple, type(None))
+_I64: Final = struct.Struct("<q")
+_U64: Final = struct.Struct("<Q")
+_U32: Final = struct.Struct("<I")
+
+
+# The aggregators whose add and encode the per-event paths do inline (no call through
+# a bound method per state). Same results and bytes as the aggregators' own methods
+# (tests/test_tiles.py checks both); any other aggregator is called.
+_CALL: Final = 0
+_COUNT: Final = 1
+_SUM: Final = 2
+_MEAN: Final = 3
+_WELFORD: Final = 4  # variance and stddev: one state
+
+
+def _kind(aggregator: AnyAggregator) -> int:
+    kind = type(aggregator)
+    if kind is Count:
+        return _COUNT
+    if kind is Sum:
+        return _SUM
+    if kind is Mean:
+        return _MEAN
+    if kind is Variance or kind is Stddev:
+        return _WELFORD
+    return _CALL
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +208,7 @@ class Layout:
                     horizon_ms=max(features[i].window.window_ms for i in members),
                     members=members,
                     plain=tuple(
-                        (slot, i, a.add)
+                        (slot, i, _kind(a), a.add)
                         for slot, (i, a) in enumerate(zip(members, aggregators, strict=True))
                         if not a.ordered
                     ),
@@ -187,6 +223,7 @@ class Layout:
                         for slot, (a, s) in enumerate(zip(aggregators, initials, strict=True))
                         if not isinstance(s, _IMMUTABLE)
                     ),
+                    kinds=tuple(_kind(a) for a in aggregators),
                     encoders=tuple(a.encode for a in aggregators),
                     decoders=tuple(a.decode for a in aggregators),
                     no_rows=((),) * len(members),
@@ -231,6 +268,8 @@ class EntityTiles:
 
         ``seq`` orders events with equal times for first/last: the Kafka offset.
         """
+        # A list (what compiled views give) is indexed directly in a compiled build.
+        inputs: list[Any] = values if isinstance(values, list) else list(values)
         last = self.last_event_time_ms
         if last is None or event_time_ms > last:
             self.last_event_time_ms = event_time_ms
@@ -242,12 +281,21 @@ class EntityTiles:
                 row = rows[index] = group.new_row() if chunk is None else group.decode_row(chunk)
             elif index in encoded:
                 del encoded[index]
-            for slot, i, add in group.plain:
-                value = values[i]
+            for slot, i, kind, add in group.plain:
+                value = inputs[i]
                 if value is not None:
-                    row[slot] = add(row[slot], value)
+                    if kind == _COUNT:
+                        row[slot] += 1
+                    elif kind == _SUM:
+                        row[slot] += value
+                    elif kind == _WELFORD:
+                        row[slot] = welford_add(row[slot], value)
+                    elif kind == _MEAN:
+                        row[slot] = mean_add(row[slot], value)
+                    else:
+                        row[slot] = add(row[slot], value)
             for slot, i, add in group.ordered:
-                value = values[i]
+                value = inputs[i]
                 if value is not None:
                     row[slot] = add(row[slot], (event_time_ms, seq, value))
 
@@ -305,17 +353,26 @@ class EntityTiles:
         """
         parts = [sc.VERSION_BYTE, sc.encode_scalar(self.last_event_time_ms)]
         for group, rows, encoded in zip(self.layout.groups, self.groups, self.encoded, strict=True):
-            encoders = group.encoders
+            kinds, encoders = group.kinds, group.encoders
             parts.append(_U64.pack(len(rows)))
             for index, row in rows.items():
                 chunk = encoded.get(index)
                 if chunk is None:
                     assert row is not None  # a row without bytes was decoded or is new
                     row_parts = [_I64.pack(index)]
-                    for encode, state in zip(encoders, row):  # noqa: B905  # hot path
-                        body = encode(state)
-                        row_parts.append(_U32.pack(len(body)))
-                        row_parts.append(body)
+                    for kind, encode, state in zip(kinds, encoders, row):  # noqa: B905  # hot path
+                        if kind == _WELFORD:
+                            n, mean, m2 = state
+                            row_parts.append(sc.framed_versioned_u64_f64_f64(n, mean, m2))
+                        elif kind == _MEAN:
+                            count, total = state
+                            row_parts.append(sc.framed_versioned_count_number(count, total))
+                        elif kind == _SUM:
+                            row_parts.append(sc.framed_versioned_number(state))
+                        elif kind == _COUNT:
+                            row_parts.append(sc.framed_versioned_u64(state))
+                        else:
+                            row_parts.append(sc.frame(encode(state)))
                     chunk = encoded[index] = b"".join(row_parts)
                 parts.append(chunk)
         return b"".join(parts)

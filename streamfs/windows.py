@@ -49,10 +49,11 @@ query at ``t >= now`` needs (:func:`useful_lateness_ms`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
-MINUTE_MS = 60_000
-HOUR_MS = 60 * MINUTE_MS
-DAY_MS = 24 * HOUR_MS
+MINUTE_MS: Final = 60_000
+HOUR_MS: Final = 60 * MINUTE_MS
+DAY_MS: Final = 24 * HOUR_MS
 
 
 @dataclass(frozen=True, slots=True)

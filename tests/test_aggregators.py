@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamfs import statecodec
 from streamfs.aggregators import (
     AGGREGATORS,
     AnyAggregator,
@@ -271,6 +272,24 @@ def test_make_parses_percentiles_and_names_unknowns() -> None:
 def test_count_distinct_exact_up_to_limit(values: list[Any]) -> None:
     aggregator = CountDistinct(exact_limit=1_000)
     assert aggregator.result(fold(aggregator, values)) == len(set(values))
+
+
+@given(st.sets(st.text(max_size=12), max_size=30))
+def test_count_distinct_encodes_a_set_of_strings_as_any_set(values: set[str]) -> None:
+    # A set of strings only takes a shorter path to the same bytes: count, then each
+    # member as a tagged scalar in the canonical order.
+    members = sorted(values, key=lambda v: (type(v).__name__, v))
+    expected = b"".join(
+        [
+            statecodec.VERSION_BYTE,
+            b"e",
+            statecodec.encode_u64(len(values)),
+            *map(statecodec.encode_scalar, members),
+        ]
+    )
+    aggregator = CountDistinct()
+    assert aggregator.encode(values) == expected
+    assert aggregator.decode(expected) == values
 
 
 @pytest.mark.parametrize("distinct", [1_001, 2_500, 10_000, 100_000])

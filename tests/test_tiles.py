@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamfs import statecodec
 from streamfs.aggregators import make
 from streamfs.statecodec import StateDecodeError
 from streamfs.tiles import EntityTiles, Feature, Layout, Tiles
@@ -202,6 +204,43 @@ def test_entity_tiles_equal_brute_force_and_survive_encoding(
             expected = brute(feature.name, kept, feature.window, t_eff)
             assert same(feature.name, got[feature.name], expected), feature.name
             assert same(feature.name, again[feature.name], expected), feature.name
+
+
+# Numbers of every shape the inline paths branch on: small and huge ints (past int64 a
+# state is encoded piece by piece), floats, and None (the event does not count).
+inline_values = st.none() | st.integers(-(2**70), 2**70) | st.floats(-1e9, 1e9)
+
+
+@settings(max_examples=150)
+@given(
+    events=st.lists(st.tuples(st.integers(0, 300), inline_values), max_size=40),
+    hop_ms=st.integers(1, 50),
+)
+def test_inline_folds_and_encodings_equal_the_aggregators_own(
+    events: list[tuple[int, int | float | None]], hop_ms: int
+) -> None:
+    # EntityTiles folds and encodes count, sum, mean, variance and stddev inline, not
+    # through the aggregators' methods: each state and each byte must be the same as
+    # theirs (max stands for every aggregator that is still called).
+    functions = ("count", "sum", "mean", "variance", "stddev", "max")
+    features = [Feature(f, make(f), WindowSpec(hop_ms * 4, hop_ms)) for f in functions]
+    store = EntityTiles(Layout.of(features))
+    expected: dict[int, list[Any]] = {}
+    for seq, (time, value) in enumerate(events):
+        store.add_event(time, [value] * len(features), seq)
+        row = expected.setdefault(time // hop_ms, [f.aggregator.initial() for f in features])
+        if value is not None:
+            for slot, feature in enumerate(features):
+                row[slot] = feature.aggregator.add(row[slot], value)
+    assert store.groups[0] == expected
+    parts = [statecodec.VERSION_BYTE, statecodec.encode_scalar(store.last_event_time_ms)]
+    parts.append(struct.pack("<Q", len(expected)))
+    for index, row in expected.items():
+        parts.append(struct.pack("<q", index))
+        for feature, state in zip(features, row, strict=True):
+            body = feature.aggregator.encode(state)
+            parts += [struct.pack("<I", len(body)), body]
+    assert store.encode() == b"".join(parts)
 
 
 def multi_hop_layout(hop_ms: int) -> Layout:
