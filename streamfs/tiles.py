@@ -116,7 +116,9 @@ class Group:
     (what eviction keeps). ``plain`` (``(slot, feature index, kind, add)``) and
     ``ordered`` (``(slot, feature index, add)``) are for the per-event path, split so
     it never tests a flag; ``kinds`` names each slot's aggregator when it is one of
-    the few the row's hot paths fold and encode inline (see :func:`_kind`). ``template`` is a row
+    the few the row's hot paths fold and encode inline (see :func:`_kind`); ``lead``
+    of them come first in the row, and ``lead_packer`` packs the row's index and their
+    states at once when their totals are floats (:meth:`encode_row`). ``template`` is a row
     of initial states that are immutable (ints, tuples, None) and can be copied;
     ``fresh`` lists the slots whose initial state is mutable (sets, sketches) and
     must be made anew for each tile.
@@ -130,6 +132,8 @@ class Group:
     template: tuple[Any, ...]
     fresh: tuple[tuple[int, Callable[[], Any]], ...]
     kinds: tuple[int, ...]
+    lead: int
+    lead_packer: struct.Struct | None
     encoders: tuple[Callable[[Any], bytes], ...]  # per slot: its aggregator's encode
     decoders: tuple[Callable[[bytes], Any], ...]  # per slot: its aggregator's decode
     # For queries, per distinct window (widest first): its length in ms and its readers.
@@ -141,6 +145,61 @@ class Group:
         for slot, initial in self.fresh:
             row[slot] = initial()
         return row
+
+    def encode_row(self, index: int, row: list[Any]) -> bytes:
+        """A row's bytes: its int64 index, then each state after its uint32 length."""
+        lead, packer = self.lead, self.lead_packer
+        start = 0
+        parts: list[bytes] = []
+        if packer is not None:
+            args: list[Any] = [index]
+            for slot in range(lead):
+                kind, state = self.kinds[slot], row[slot]
+                if kind == _WELFORD:
+                    n, mean, m2 = state
+                    args.append(_HEAD_WELFORD)
+                    args.append(n)
+                    args.append(mean)
+                    args.append(m2)
+                elif kind == _MEAN:
+                    count, total = state
+                    if type(total) is not float:
+                        break
+                    args.append(_HEAD_MEAN)
+                    args.append(count)
+                    args.append(b"f")
+                    args.append(total)
+                elif kind == _SUM:
+                    if type(state) is not float:
+                        break
+                    args.append(_HEAD_SUM_FLOAT)
+                    args.append(state)
+                else:
+                    args.append(_HEAD_COUNT)
+                    args.append(state)
+            else:
+                if lead == len(row):
+                    return packer.pack(*args)
+                parts.append(packer.pack(*args))
+                start = lead
+        if not parts:
+            parts.append(_I64.pack(index))
+        kinds, encoders = self.kinds, self.encoders
+        for slot in range(start, len(row)):
+            kind, state = kinds[slot], row[slot]
+            if kind == _WELFORD:
+                n, mean, m2 = state
+                parts.append(sc.framed_versioned_u64_f64_f64(n, mean, m2))
+            elif kind == _MEAN:
+                count, total = state
+                parts.append(sc.framed_versioned_count_number(count, total))
+            elif kind == _SUM:
+                parts.append(sc.framed_versioned_number(state))
+            elif kind == _COUNT:
+                parts.append(sc.framed_versioned_u64(state))
+            else:
+                parts.append(sc.frame(encoders[slot](state)))
+        return b"".join(parts)
 
     def decode_row(self, chunk: bytes) -> list[Any]:
         """The states of a row :meth:`EntityTiles.encode` wrote (``chunk`` starts with its
@@ -169,6 +228,22 @@ _COUNT: Final = 1
 _SUM: Final = 2
 _MEAN: Final = 3
 _WELFORD: Final = 4  # variance and stddev: one state
+
+
+# What a state's bytes start with in a row, per inline kind: its uint32 length, the
+# version and (for a float sum) the number's tag. statecodec's ``framed_*`` write the same.
+_HEAD_COUNT: Final = sc.frame(sc.encode_versioned_u64(0))[:5]
+_HEAD_SUM_FLOAT: Final = sc.frame(sc.encode_versioned_number(0.0))[:6]
+_HEAD_MEAN: Final = sc.frame(sc.encode_versioned_count_number(0, 0.0))[:5]
+_HEAD_WELFORD: Final = sc.frame(sc.encode_versioned_u64_f64_f64(0, 0.0, 0.0))[:5]
+_LEAD_FORMATS: Final = {_COUNT: "5sQ", _SUM: "6sd", _MEAN: "5sQcd", _WELFORD: "5sQdd"}
+
+
+def _lead_packer(kinds: Sequence[int]) -> struct.Struct | None:
+    """One ``Struct`` for a row's index and its leading inline states (float totals)."""
+    if not kinds:
+        return None
+    return struct.Struct("<q" + "".join(_LEAD_FORMATS[kind] for kind in kinds))
 
 
 def _kind(aggregator: AnyAggregator) -> int:
@@ -202,6 +277,8 @@ class Layout:
             members = tuple(i for i, f in enumerate(features) if f.window.hop_ms == hop_ms)
             aggregators = [features[i].aggregator for i in members]
             initials = [aggregator.initial() for aggregator in aggregators]
+            kinds = tuple(_kind(a) for a in aggregators)
+            lead = next((slot for slot, kind in enumerate(kinds) if kind == _CALL), len(kinds))
             groups.append(
                 Group(
                     hop_ms=hop_ms,
@@ -223,7 +300,9 @@ class Layout:
                         for slot, (a, s) in enumerate(zip(aggregators, initials, strict=True))
                         if not isinstance(s, _IMMUTABLE)
                     ),
-                    kinds=tuple(_kind(a) for a in aggregators),
+                    kinds=kinds,
+                    lead=lead,
+                    lead_packer=_lead_packer(kinds[:lead]),
                     encoders=tuple(a.encode for a in aggregators),
                     decoders=tuple(a.decode for a in aggregators),
                     no_rows=((),) * len(members),
@@ -353,27 +432,12 @@ class EntityTiles:
         """
         parts = [sc.VERSION_BYTE, sc.encode_scalar(self.last_event_time_ms)]
         for group, rows, encoded in zip(self.layout.groups, self.groups, self.encoded, strict=True):
-            kinds, encoders = group.kinds, group.encoders
             parts.append(_U64.pack(len(rows)))
             for index, row in rows.items():
                 chunk = encoded.get(index)
                 if chunk is None:
                     assert row is not None  # a row without bytes was decoded or is new
-                    row_parts = [_I64.pack(index)]
-                    for kind, encode, state in zip(kinds, encoders, row):  # noqa: B905  # hot path
-                        if kind == _WELFORD:
-                            n, mean, m2 = state
-                            row_parts.append(sc.framed_versioned_u64_f64_f64(n, mean, m2))
-                        elif kind == _MEAN:
-                            count, total = state
-                            row_parts.append(sc.framed_versioned_count_number(count, total))
-                        elif kind == _SUM:
-                            row_parts.append(sc.framed_versioned_number(state))
-                        elif kind == _COUNT:
-                            row_parts.append(sc.framed_versioned_u64(state))
-                        else:
-                            row_parts.append(sc.frame(encode(state)))
-                    chunk = encoded[index] = b"".join(row_parts)
+                    chunk = encoded[index] = group.encode_row(index, row)
                 parts.append(chunk)
         return b"".join(parts)
 
