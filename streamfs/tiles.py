@@ -134,6 +134,9 @@ class Group:
     kinds: tuple[int, ...]
     lead: int
     lead_packer: struct.Struct | None
+    lead_reader: struct.Struct | None  # the same states as numbers, heads included
+    lead_lengths: struct.Struct | None  # only their lengths, where a float total has them
+    lead_expected: tuple[int, ...]  # ... which are these
     encoders: tuple[Callable[[Any], bytes], ...]  # per slot: its aggregator's encode
     decoders: tuple[Callable[[bytes], Any], ...]  # per slot: its aggregator's decode
     # For queries, per distinct window (widest first): its length in ms and its readers.
@@ -203,10 +206,18 @@ class Group:
 
     def decode_row(self, chunk: bytes) -> list[Any]:
         """The states of a row :meth:`EntityTiles.encode` wrote (``chunk`` starts with its
-        index), checked whole when the entity was decoded."""
-        row = []
+        index), its bounds checked when the entity was decoded."""
+        row: list[Any] = []
         offset = 8
-        for decode in self.decoders:
+        decoders = self.decoders
+        reader = self.lead_reader
+        if reader is not None and len(chunk) >= 8 + reader.size:
+            lead = _lead_states(self.kinds, self.lead, reader.unpack_from(chunk, 8))
+            if lead is not None:
+                row = lead
+                offset += reader.size
+                decoders = decoders[self.lead :]
+        for decode in decoders:
             (size,) = _U32.unpack_from(chunk, offset)
             offset += 4
             row.append(decode(chunk[offset : offset + size]))
@@ -237,13 +248,44 @@ _HEAD_SUM_FLOAT: Final = sc.frame(sc.encode_versioned_number(0.0))[:6]
 _HEAD_MEAN: Final = sc.frame(sc.encode_versioned_count_number(0, 0.0))[:5]
 _HEAD_WELFORD: Final = sc.frame(sc.encode_versioned_u64_f64_f64(0, 0.0, 0.0))[:5]
 _LEAD_FORMATS: Final = {_COUNT: "5sQ", _SUM: "6sd", _MEAN: "5sQcd", _WELFORD: "5sQdd"}
+_LEAD_READ_FORMATS: Final = {_COUNT: "IBQ", _SUM: "IBcd", _MEAN: "IBQcd", _WELFORD: "IBQdd"}
+_LEAD_SIZES: Final = {_COUNT: 9, _SUM: 10, _MEAN: 18, _WELFORD: 25}  # an int64 total's too
+_LEAD_LENGTHS: Final = {kind: f"I{size}x" for kind, size in _LEAD_SIZES.items()}
 
 
-def _lead_packer(kinds: Sequence[int]) -> struct.Struct | None:
-    """One ``Struct`` for a row's index and its leading inline states (float totals)."""
+def _lead_struct(kinds: Sequence[int], head: str, formats: dict[int, str]) -> struct.Struct | None:
+    """One ``Struct`` for a row's leading inline states (``head`` before them)."""
     if not kinds:
         return None
-    return struct.Struct("<q" + "".join(_LEAD_FORMATS[kind] for kind in kinds))
+    return struct.Struct("<" + head + "".join(formats[kind] for kind in kinds))
+
+
+def _lead_states(kinds: Sequence[int], lead: int, numbers: tuple[Any, ...]) -> list[Any] | None:
+    """The ``lead`` states ``Group.lead_reader`` read as ``numbers``; ``None`` unless every
+    head is the one a float total (or a count) has, then the states are read one by one."""
+    row: list[Any] = []
+    k = 0
+    for slot in range(lead):
+        kind = kinds[slot]
+        if numbers[k] != _LEAD_SIZES[kind] or numbers[k + 1] != sc.VERSION:
+            return None
+        if kind == _COUNT:
+            row.append(numbers[k + 2])
+            k += 3
+        elif kind == _SUM:
+            if numbers[k + 2] != b"f":
+                return None
+            row.append(numbers[k + 3])
+            k += 4
+        elif kind == _MEAN:
+            if numbers[k + 3] != b"f":
+                return None
+            row.append((numbers[k + 2], numbers[k + 4]))
+            k += 5
+        else:
+            row.append((numbers[k + 2], numbers[k + 3], numbers[k + 4]))
+            k += 5
+    return row
 
 
 def _kind(aggregator: AnyAggregator) -> int:
@@ -302,7 +344,10 @@ class Layout:
                     ),
                     kinds=kinds,
                     lead=lead,
-                    lead_packer=_lead_packer(kinds[:lead]),
+                    lead_packer=_lead_struct(kinds[:lead], "q", _LEAD_FORMATS),
+                    lead_reader=_lead_struct(kinds[:lead], "", _LEAD_READ_FORMATS),
+                    lead_lengths=_lead_struct(kinds[:lead], "", _LEAD_LENGTHS),
+                    lead_expected=tuple(_LEAD_SIZES[kind] for kind in kinds[:lead]),
                     encoders=tuple(a.encode for a in aggregators),
                     decoders=tuple(a.decode for a in aggregators),
                     no_rows=((),) * len(members),
@@ -462,31 +507,25 @@ class EntityTiles:
         per_group = zip(layout.groups, tiles.groups, tiles.encoded, strict=True)
         try:
             for group, rows, encoded in per_group:
-                decoders = group.decoders
+                decoders, lead = group.decoders, group.lead
+                lengths, expected = group.lead_lengths, group.lead_expected
                 (count,) = _U64.unpack_from(data, offset)
                 offset += 8
                 for _ in range(count):
                     start = offset
                     (index,) = unpack_i64(data, offset)
                     offset += 8
-                    if lazy:  # rows are decoded when read (most of a worker's reads touch one)
-                        for _ in decoders:
-                            offset += 4 + unpack_u32(data, offset)[0]
-                        row = None
-                    else:
-                        row = []
-                        for decode in decoders:
-                            (size,) = unpack_u32(data, offset)
-                            offset += 4
-                            end = offset + size
-                            if end > size_of:
-                                raise StateDecodeError("entity tiles: truncated state")
-                            row.append(decode(data[offset:end]))
-                            offset = end
+                    skip = decoders
+                    if lengths is not None and lengths.unpack_from(data, offset) == expected:
+                        offset += lengths.size  # the leading states' lengths in one read
+                        skip = decoders[lead:]
+                    for _ in skip:
+                        offset += 4 + unpack_u32(data, offset)[0]
                     if offset > size_of:
                         raise StateDecodeError("entity tiles: truncated state")
-                    rows[index] = row
-                    encoded[index] = data[start:offset]
+                    chunk = encoded[index] = data[start:offset]
+                    # Lazily, rows are decoded when read (most of a worker's reads touch one).
+                    rows[index] = None if lazy else group.decode_row(chunk)
         except struct.error as exc:
             raise StateDecodeError(f"entity tiles: truncated state at byte {offset}") from exc
         sc.check_done(data, offset, "entity tiles")

@@ -248,6 +248,12 @@ def test_inline_folds_and_encodings_equal_the_aggregators_own(
             body = feature.aggregator.encode(state)
             parts += [struct.pack("<I", len(body)), body]
     assert store.encode() == b"".join(parts)
+    # And read back inline (a row's leading states in one unpack) as the aggregators would.
+    layout = store.layout
+    assert EntityTiles.decode(layout, store.encode()).groups[0] == expected
+    lazy = EntityTiles.decode(layout, store.encode(), lazy=True)
+    rows = {index: layout.groups[0].decode_row(chunk) for index, chunk in lazy.encoded[0].items()}
+    assert rows == expected
 
 
 def multi_hop_layout(hop_ms: int) -> Layout:

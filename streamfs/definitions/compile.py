@@ -75,18 +75,28 @@ def _input_fns(aggregation: Aggregation, event_time_field: str) -> list[Fn]:
 def compile_view(view: FeatureView) -> CompiledView:
     """The tile layout and per-event inputs of ``view`` (see the module docstring)."""
     features: list[Feature] = []
+    # Many features read the same input (count, sum and mean of one column, over several
+    # windows): each distinct (input, filter, one-hot position) is computed once per
+    # event. Keyed by repr, which tells 1 from 1.0 where dataclass equality does not.
     fns: list[Fn] = []
+    where: list[int] = []  # per tile feature, its input's place in fns
+    seen: dict[tuple[str, str, int], int] = {}
     event_time_field = view.source.event_time_field
     for aggregation in view.aggregations:
-        for name, fn in zip(
-            aggregation.output_names(), _input_fns(aggregation, event_time_field), strict=True
+        same = (repr(aggregation.input_expr), repr(aggregation.filter_expr))
+        for position, (name, fn) in enumerate(
+            zip(aggregation.output_names(), _input_fns(aggregation, event_time_field), strict=True)
         ):
             features.append(Feature(name, make(aggregation.function), aggregation.window_spec))
-            fns.append(fn)
-    functions = tuple(fns)
+            place = seen.setdefault((*same, position), len(fns))
+            if place == len(fns):
+                fns.append(fn)
+            where.append(place)
+    functions, places = tuple(fns), tuple(where)
 
     def inputs(record: Record) -> list[Any]:
-        return [fn(record) for fn in functions]
+        values = [fn(record) for fn in functions]
+        return [values[place] for place in places]
 
     return CompiledView(view, Layout.of(features), inputs, view.derived)
 

@@ -162,6 +162,34 @@ def brute(
     return [value(e) for e in events if in_window(e["created_at"], t, window, hop) and keep(e)]
 
 
+def test_features_reading_the_same_input_get_the_same_value_and_no_other() -> None:
+    # Inputs are computed once per distinct (input, filter, one-hot category) and
+    # shared: every feature must still get its own input, not a look-alike's.
+    view = view_with(
+        Aggregation("n_1h", "count", window="1h"),
+        Aggregation("n_1d", "count", window="1d", hop="1h"),
+        Aggregation("big", "count", window="1h", filter="amount > 50"),
+        Aggregation("sum_1h", "sum", "amount", window="1h"),
+        Aggregation("mean_1d", "mean", "amount", window="1d", hop="1h"),
+        Aggregation("sum_big", "sum", "amount", window="1h", filter="amount > 50"),
+        Aggregation("one", "sum", "1", window="1h"),
+        Aggregation("one_f", "sum", "1.0", window="1h"),
+        Aggregation("cat", "count", OneHot("category", ("books", "toys")), window="1h"),
+        Aggregation("cat2", "sum", OneHot("category", ("toys", "books")), window="1h"),
+    )
+    compiled = compile_view(view)
+    names = [f.name for f in compiled.layout.features]
+    record = {"amount": 20.0, "category": "toys", "coupon": None, "created_at": 0}
+    got = dict(zip(names, compiled.inputs(record), strict=True))
+    assert got == {
+        "n_1h": 1, "n_1d": 1, "big": None, "sum_1h": 20.0, "mean_1d": 20.0,
+        "sum_big": None, "one": 1, "one_f": 1.0,
+        "cat_books": 0, "cat_toys": 1, "cat2_toys": 1, "cat2_books": 0,
+    }  # fmt: skip
+    assert type(got["one"]) is int
+    assert type(got["one_f"]) is float
+
+
 def test_compiled_view_matches_a_brute_force_scan() -> None:
     view = view_with(
         Aggregation("n_1h", "count", window="1h"),
