@@ -105,47 +105,9 @@ def encode_versioned_u64_f64_f64(count: int, a: float, b: float) -> bytes:
     return _V_U64_F64_F64.pack(VERSION, count, a, b)
 
 
-# The same with the uint32 length a tile row puts before each state
-# (:meth:`streamfs.tiles.EntityTiles.encode`), in one ``pack``: the row's hot path.
-_F_V_U64: Final = struct.Struct("<IBQ")
-_F_V_INT: Final = struct.Struct("<IBcq")
-_F_V_FLOAT: Final = struct.Struct("<IBcd")
-_F_V_U64_INT: Final = struct.Struct("<IBQcq")
-_F_V_U64_FLOAT: Final = struct.Struct("<IBQcd")
-_F_V_U64_F64_F64: Final = struct.Struct("<IBQdd")
-
-
 def frame(body: bytes) -> bytes:
-    """``body`` after its uint32 length."""
+    """``body`` after its uint32 length (how a tile row holds each state)."""
     return _U32.pack(len(body)) + body
-
-
-def framed_versioned_u64(value: int) -> bytes:
-    """``frame(encode_versioned_u64(value))``."""
-    return _F_V_U64.pack(9, VERSION, value)
-
-
-def framed_versioned_number(value: int | float) -> bytes:
-    """``frame(encode_versioned_number(value))``."""
-    if type(value) is float:
-        return _F_V_FLOAT.pack(10, VERSION, b"f", value)
-    if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
-        return _F_V_INT.pack(10, VERSION, b"i", value)
-    return frame(encode_versioned_number(value))
-
-
-def framed_versioned_count_number(count: int, value: int | float) -> bytes:
-    """``frame(encode_versioned_count_number(count, value))``."""
-    if type(value) is float:
-        return _F_V_U64_FLOAT.pack(18, VERSION, count, b"f", value)
-    if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
-        return _F_V_U64_INT.pack(18, VERSION, count, b"i", value)
-    return frame(encode_versioned_count_number(count, value))
-
-
-def framed_versioned_u64_f64_f64(count: int, a: float, b: float) -> bytes:
-    """``frame(encode_versioned_u64_f64_f64(count, a, b))``."""
-    return _F_V_U64_F64_F64.pack(25, VERSION, count, a, b)
 
 
 # Their inverses for the shapes those encodings produce (int64 or float numbers): one

@@ -187,21 +187,9 @@ class Group:
                 start = lead
         if not parts:
             parts.append(_I64.pack(index))
-        kinds, encoders = self.kinds, self.encoders
+        encoders = self.encoders
         for slot in range(start, len(row)):
-            kind, state = kinds[slot], row[slot]
-            if kind == _WELFORD:
-                n, mean, m2 = state
-                parts.append(sc.framed_versioned_u64_f64_f64(n, mean, m2))
-            elif kind == _MEAN:
-                count, total = state
-                parts.append(sc.framed_versioned_count_number(count, total))
-            elif kind == _SUM:
-                parts.append(sc.framed_versioned_number(state))
-            elif kind == _COUNT:
-                parts.append(sc.framed_versioned_u64(state))
-            else:
-                parts.append(sc.frame(encoders[slot](state)))
+            parts.append(sc.frame(encoders[slot](row[slot])))
         return b"".join(parts)
 
     def decode_row(self, chunk: bytes) -> list[Any]:
@@ -242,7 +230,7 @@ _WELFORD: Final = 4  # variance and stddev: one state
 
 
 # What a state's bytes start with in a row, per inline kind: its uint32 length, the
-# version and (for a float sum) the number's tag. statecodec's ``framed_*`` write the same.
+# version and (for a float sum) the number's tag, as the aggregators' encode writes them.
 _HEAD_COUNT: Final = sc.frame(sc.encode_versioned_u64(0))[:5]
 _HEAD_SUM_FLOAT: Final = sc.frame(sc.encode_versioned_number(0.0))[:6]
 _HEAD_MEAN: Final = sc.frame(sc.encode_versioned_count_number(0, 0.0))[:5]
