@@ -139,6 +139,7 @@ class Group:
     lead_expected: tuple[int, ...]  # ... which are these
     encoders: tuple[Callable[[Any], bytes], ...]  # per slot: its aggregator's encode
     decoders: tuple[Callable[[bytes], Any], ...]  # per slot: its aggregator's decode
+    decoders_after_lead: tuple[Callable[[bytes], Any], ...]  # decoders[lead:]
     # For queries, per distinct window (widest first): its length in ms and its readers.
     windows: tuple[tuple[int, tuple[Reader, ...]], ...]
     no_rows: tuple[tuple[()], ...]  # per slot, no states: what an empty window merges
@@ -204,7 +205,7 @@ class Group:
             if lead is not None:
                 row = lead
                 offset += reader.size
-                decoders = decoders[self.lead :]
+                decoders = self.decoders_after_lead
         for decode in decoders:
             (size,) = _U32.unpack_from(chunk, offset)
             offset += 4
@@ -315,7 +316,7 @@ class Layout:
                     horizon_ms=max(features[i].window.window_ms for i in members),
                     members=members,
                     plain=tuple(
-                        (slot, i, _kind(a), a.add)
+                        (slot, i, kinds[slot], a.add)
                         for slot, (i, a) in enumerate(zip(members, aggregators, strict=True))
                         if not a.ordered
                     ),
@@ -338,6 +339,7 @@ class Layout:
                     lead_expected=tuple(_LEAD_SIZES[kind] for kind in kinds[:lead]),
                     encoders=tuple(a.encode for a in aggregators),
                     decoders=tuple(a.decode for a in aggregators),
+                    decoders_after_lead=tuple(a.decode for a in aggregators[lead:]),
                     no_rows=((),) * len(members),
                     windows=tuple(
                         (
@@ -495,7 +497,7 @@ class EntityTiles:
         per_group = zip(layout.groups, tiles.groups, tiles.encoded, strict=True)
         try:
             for group, rows, encoded in per_group:
-                decoders, lead = group.decoders, group.lead
+                decoders, after_lead = group.decoders, group.decoders_after_lead
                 lengths, expected = group.lead_lengths, group.lead_expected
                 (count,) = _U64.unpack_from(data, offset)
                 offset += 8
@@ -506,7 +508,7 @@ class EntityTiles:
                     skip = decoders
                     if lengths is not None and lengths.unpack_from(data, offset) == expected:
                         offset += lengths.size  # the leading states' lengths in one read
-                        skip = decoders[lead:]
+                        skip = after_lead
                     for _ in skip:
                         offset += 4 + unpack_u32(data, offset)[0]
                     if offset > size_of:
