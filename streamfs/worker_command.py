@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from streamfs.cycles import DEFAULT_INTERVAL_S, CycleCollector
 from streamfs.errors import ConfigError
 from streamfs.settings import Settings
 
@@ -73,6 +74,14 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="serve Prometheus metrics (ingest counts by topic and reason) on this port; 0: off",
     )
     parser.add_argument("--metrics-host", default="127.0.0.1")
+    parser.add_argument(
+        "--gc-interval",
+        type=float,
+        default=DEFAULT_INTERVAL_S,
+        help="seconds between full collections of reference cycles, which then run only"
+        " on this timer (streamfs.cycles: CPython's own schedule took 14%% of a busy"
+        " worker's time); 0: CPython's automatic collection",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -135,18 +144,22 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from streamfs.store import FeatureStore, default_offline_root
     from streamfs.worker import WorkerOptions, build_app, wall_clock_ms
 
-    if args.batch_size < 1 or args.cache_entities < 0:
+    if args.batch_size < 1 or args.cache_entities < 0 or args.gc_interval < 0:
         raise ConfigError(
-            f"--batch-size must be at least 1 and --cache-entities at least 0,"
-            f" got {args.batch_size} and {args.cache_entities}"
+            f"--batch-size must be at least 1, --cache-entities and --gc-interval at least 0,"
+            f" got {args.batch_size}, {args.cache_entities} and {args.gc_interval}"
         )
     bootstrap, redis_url, registry_url = _require(settings)
     # The worker holds tens of thousands of entities' decoded tiles (lists and dicts the
-    # cyclic collector tracks). At CPython's default thresholds a full collection ran
-    # about every 2 s while that cache grew, 135-335 ms each, freeing next to nothing
-    # (freshness bench at 2,000/s): collect the young generations less often and the
-    # whole heap rarely. Reference counting still frees everything without cycles.
-    gc.set_threshold(*GC_THRESHOLDS)
+    # cyclic collector tracks), none of them in cycles: by default the collector runs on a
+    # timer only (streamfs.cycles). With --gc-interval 0 CPython's schedule runs, young
+    # generations less often than its defaults: at those a full collection ran about
+    # every 2 s while the tile cache grew, 135-335 ms each, freeing next to nothing.
+    cycles = CycleCollector(args.gc_interval) if args.gc_interval else None
+    if cycles is None:
+        gc.set_threshold(*GC_THRESHOLDS)
+    else:
+        cycles.install()
     from streamfs import native
 
     # "compiled", or why the per-event modules run as plain Python (streamfs.native).
@@ -222,6 +235,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 )
         for source in by_source:
             log.warning("restart_needed", source=source, reason="a view reads a new source")
+
+    if cycles is not None:
+
+        @app.timer(cycles.interval_s)  # type: ignore[untyped-decorator]  # faust ships no types
+        async def collect_cycles() -> None:
+            cycles.collect()
 
     logging.getLogger("faust").setLevel(
         args.loglevel.upper().replace("CRIT", "CRITICAL").replace("WARN", "WARNING")

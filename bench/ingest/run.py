@@ -446,6 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--features", choices=["sample", "basic"], default="sample")
     parser.add_argument("--batch-size", type=int, default=None, help="worker --batch-size")
     parser.add_argument("--cache-entities", type=int, default=None, help="worker --cache-entities")
+    parser.add_argument("--gc-interval", type=float, default=None, help="worker --gc-interval")
     parser.add_argument("--skip", nargs="*", default=[], choices=["bare", "streamfs", "quix"])
     parser.add_argument(
         "--quix-python",
@@ -517,6 +518,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd += ["--batch-size", str(args.batch_size)]
         if args.cache_entities is not None:
             cmd += ["--cache-entities", str(args.cache_entities)]
+        if args.gc_interval is not None:
+            cmd += ["--gc-interval", str(args.gc_interval)]
         results.append(
             asyncio.run(
                 drain(

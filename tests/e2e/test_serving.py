@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pyarrow.dataset as ds
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from streamfs.definitions import FeatureView
+from streamfs.services.process import free_port
 from streamfs.serving.app import Server, ServerOptions, build_app
 from streamfs.settings import ENV_PREFIX
 from tests.conftest import Services
@@ -37,10 +39,20 @@ NAMES = [f[0] for f in FEATURES]
 
 
 @pytest.fixture
+def worker_metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
 def worker(
-    services: Services, deployment: Deployment, unique: Callable[[str], str], tmp_path: Path
+    services: Services,
+    deployment: Deployment,
+    unique: Callable[[str], str],
+    tmp_path: Path,
+    worker_metrics_port: int,
 ) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """Starts `streamfs worker` on the deployment's registry and namespace."""
+    """Starts `streamfs worker` on the deployment's registry and namespace, its metrics
+    on ``worker_metrics_port``, collecting reference cycles every second."""
     procs: list[subprocess.Popen[bytes]] = []
     log = tmp_path / "worker.log"
 
@@ -56,7 +68,8 @@ def worker(
                     sys.executable, "-m", "streamfs.cli", "worker",
                     "--app-id", unique("worker"), "--name", unique("w"),
                     "--data-dir", str(tmp_path / "state"), "--refresh", "1",
-                    "--batch-size", "500",
+                    "--batch-size", "500", "--gc-interval", "1",
+                    "--metrics-port", str(worker_metrics_port),
                 ],
                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
@@ -68,6 +81,15 @@ def worker(
         proc.kill()
         proc.wait(30)
     print(log.read_text(errors="replace")[-3000:])  # shown by pytest when the test failed
+
+
+async def _cycle_collections(port: int) -> float:
+    """How many scheduled cycle collections the worker's metrics endpoint reports."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        text = await response.text()
+    name = "streamfs_worker_cycle_collection_seconds_count"
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
 
 
 async def _server(deployment: Deployment) -> TestClient[Any, Any]:
@@ -82,7 +104,9 @@ async def _server(deployment: Deployment) -> TestClient[Any, Any]:
 
 
 async def test_pushed_events_read_back_exact_over_http_and_the_sdk(
-    deployment: Deployment, worker: Callable[[], subprocess.Popen[bytes]]
+    deployment: Deployment,
+    worker: Callable[[], subprocess.Popen[bytes]],
+    worker_metrics_port: int,
 ) -> None:
     kafka = deployment.settings.kafka_bootstrap or ""
     await create_topic(kafka, deployment.topic, 2)
@@ -123,6 +147,12 @@ async def test_pushed_events_read_back_exact_over_http_and_the_sdk(
         assert (await one.json())["features"]["purchases_24h"] == _expected(
             events, users[0], (await one.json())["as_of_ms"]
         )["purchases_24h"]
+        # Exact with the automatic cyclic collector off; the worker runs its own, each second.
+
+        async def collected() -> bool:
+            return await _cycle_collections(worker_metrics_port) >= 2
+
+        await wait_until(collected, 30, "the worker's scheduled cycle collections")
     finally:
         await client.close()
 
