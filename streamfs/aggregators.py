@@ -46,8 +46,6 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import reduce
-from operator import add
 from typing import Any, Final, Protocol, TypeVar, cast
 
 from streamfs import statecodec as sc
@@ -137,9 +135,12 @@ class Sum:
 
     def merge_all(self, states: Sequence[Number]) -> Number:
         # From 0, left to right: the very additions of folding merge (not ``sum``, which
-        # compensates float rounding from Python 3.12 on).
-        start: Number = 0  # typed: a compiled build would take 0's type for the result
-        return reduce(add, states, start)
+        # compensates float rounding from Python 3.12 on). A loop, not ``reduce``: compiled,
+        # each addition is one C call, not a call through ``operator.add``.
+        total: Number = 0  # typed: a compiled build would take 0's type for the result
+        for state in states:
+            total = total + state
+        return total
 
     def result(self, state: Number) -> Number:
         return state
@@ -182,8 +183,13 @@ class Mean:
         return (a[0] + b[0], a[1] + b[1])
 
     def merge_all(self, states: Sequence[MeanState]) -> MeanState:
-        start: Number = 0
-        return (sum(s[0] for s in states), reduce(add, [s[1] for s in states], start))
+        # Folding merge from initial(): the same additions, in the same order.
+        count = 0
+        total: Number = 0
+        for n, subtotal in states:
+            count += n
+            total = total + subtotal
+        return (count, total)
 
     def result(self, state: MeanState) -> float | None:
         return state[1] / state[0] if state[0] else None
@@ -214,6 +220,21 @@ def welford_add(state: VarState, value: Number) -> VarState:
     return (n, mean, m2 + delta * (value - mean))
 
 
+def chan_merge(a: VarState, b: VarState) -> VarState:
+    """:meth:`Variance.merge`, Chan's formula (a function: ``merge_all`` calls it directly)."""
+    na, mean_a, m2a = a
+    nb, mean_b, m2b = b
+    if not nb:
+        return a
+    if not na:
+        return b
+    n = na + nb
+    delta = mean_b - mean_a
+    # Weighted by the larger side so the mean stays put when one side is tiny.
+    mean = mean_a + delta * (nb / n) if na >= nb else mean_b - delta * (na / n)
+    return (n, mean, m2a + m2b + delta * delta * (na * nb / n))
+
+
 @dataclass(frozen=True, slots=True)
 class Variance:
     """Population variance (``M2 / n``), Welford adds and Chan merges. Empty: None."""
@@ -229,17 +250,13 @@ class Variance:
         return welford_add(state, value)
 
     def merge(self, a: VarState, b: VarState) -> VarState:
-        na, mean_a, m2a = a
-        nb, mean_b, m2b = b
-        if not nb:
-            return a
-        if not na:
-            return b
-        n = na + nb
-        delta = mean_b - mean_a
-        # Weighted by the larger side so the mean stays put when one side is tiny.
-        mean = mean_a + delta * (nb / n) if na >= nb else mean_b - delta * (na / n)
-        return (n, mean, m2a + m2b + delta * delta * (na * nb / n))
+        return chan_merge(a, b)
+
+    def merge_all(self, states: Sequence[VarState]) -> VarState:
+        merged: VarState = (0, 0.0, 0.0)
+        for state in states:
+            merged = chan_merge(merged, state)
+        return merged
 
     def result(self, state: VarState) -> float | None:
         n, _, m2 = state

@@ -38,6 +38,14 @@ _U64: Final = struct.Struct("<Q")
 _F64: Final = struct.Struct("<d")
 _U32: Final = struct.Struct("<I")
 _U16: Final = struct.Struct("<H")
+# The tags of encode_scalar, as the ints decode_scalar reads.
+_TAG_NONE: Final = ord("N")
+_TAG_TRUE: Final = ord("T")
+_TAG_FALSE: Final = ord("F")
+_TAG_INT: Final = ord("i")
+_TAG_FLOAT: Final = ord("f")
+_TAG_BIG_INT: Final = ord("I")
+_TAG_STR: Final = ord("s")
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 
@@ -112,8 +120,7 @@ def frame(body: bytes) -> bytes:
 
 # Their inverses for the shapes those encodings produce (int64 or float numbers): one
 # ``unpack`` each. ``None`` for any other bytes, which the caller decodes piece by piece
-# (that path also names what is wrong).
-_TAG_INT, _TAG_FLOAT = ord("i"), ord("f")
+# (that path also names what is wrong). They compare tags as the ints defined above.
 
 
 def unpack_versioned_u64(data: bytes) -> int | None:
@@ -150,32 +157,35 @@ def unpack_versioned_u64_f64_f64(data: bytes) -> tuple[int, float, float] | None
 
 def decode_scalar(data: bytes, offset: int) -> tuple[Scalar | None, int]:
     """The scalar at ``offset`` and the offset just after it."""
+    if offset >= len(data):
+        raise StateDecodeError(f"unknown scalar tag b'' at byte {offset}")
+    # The tag as an int, compared with ints: a compiled build makes no bytes object for it.
+    tag = data[offset]
+    offset += 1
     try:
-        tag = data[offset : offset + 1]
-        offset += 1
-        if tag == b"N":
-            return None, offset
-        if tag == b"T":
-            return True, offset
-        if tag == b"F":
-            return False, offset
-        if tag == b"i":
-            return _I64.unpack_from(data, offset)[0], offset + 8
-        if tag == b"f":
-            return _F64.unpack_from(data, offset)[0], offset + 8
-        if tag == b"I":
-            (size,) = _U16.unpack_from(data, offset)
-            end = offset + 2 + size
-            _check_end(data, end)
-            return int.from_bytes(data[offset + 2 : end], "big", signed=True), end
-        if tag == b"s":
+        if tag == _TAG_STR:
             (size,) = _U32.unpack_from(data, offset)
             end = offset + 4 + size
             _check_end(data, end)
             return data[offset + 4 : end].decode(), end
+        if tag == _TAG_INT:
+            return _I64.unpack_from(data, offset)[0], offset + 8
+        if tag == _TAG_FLOAT:
+            return _F64.unpack_from(data, offset)[0], offset + 8
+        if tag == _TAG_NONE:
+            return None, offset
+        if tag == _TAG_TRUE:
+            return True, offset
+        if tag == _TAG_FALSE:
+            return False, offset
+        if tag == _TAG_BIG_INT:
+            (size,) = _U16.unpack_from(data, offset)
+            end = offset + 2 + size
+            _check_end(data, end)
+            return int.from_bytes(data[offset + 2 : end], "big", signed=True), end
     except (struct.error, UnicodeDecodeError) as exc:
         raise StateDecodeError(f"truncated or malformed scalar at byte {offset - 1}") from exc
-    raise StateDecodeError(f"unknown scalar tag {tag!r} at byte {offset - 1}")
+    raise StateDecodeError(f"unknown scalar tag {bytes([tag])!r} at byte {offset - 1}")
 
 
 def encode_u64(value: int) -> bytes:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from streamfs import statecodec as sc
@@ -134,7 +134,10 @@ class Group:
     kinds: tuple[int, ...]
     lead: int
     lead_packer: struct.Struct | None
-    lead_reader: struct.Struct | None  # the same states as numbers, heads included
+    lead_heads: struct.Struct | None  # the lead states' lengths, versions and tags only
+    lead_heads_expected: tuple[Any, ...]  # ... as a float total (or a count) has them
+    lead_numbers: struct.Struct | None  # the lead states' numbers only
+    lead_widths: tuple[int, ...]  # per lead slot, how many numbers its state is (1: a scalar)
     lead_lengths: struct.Struct | None  # only their lengths, where a float total has them
     lead_expected: tuple[int, ...]  # ... which are these
     encoders: tuple[Callable[[Any], bytes], ...]  # per slot: its aggregator's encode
@@ -142,7 +145,6 @@ class Group:
     decoders_after_lead: tuple[Callable[[bytes], Any], ...]  # decoders[lead:]
     # For queries, per distinct window (widest first): its length in ms and its readers.
     windows: tuple[tuple[int, tuple[Reader, ...]], ...]
-    no_rows: tuple[tuple[()], ...]  # per slot, no states: what an empty window merges
 
     def new_row(self) -> list[Any]:
         row = list(self.template)
@@ -199,13 +201,25 @@ class Group:
         row: list[Any] = []
         offset = 8
         decoders = self.decoders
-        reader = self.lead_reader
-        if reader is not None and len(chunk) >= 8 + reader.size:
-            lead = _lead_states(self.kinds, self.lead, reader.unpack_from(chunk, 8))
-            if lead is not None:
-                row = lead
-                offset += reader.size
-                decoders = self.decoders_after_lead
+        heads = self.lead_heads
+        if (
+            heads is not None
+            and len(chunk) >= 8 + heads.size
+            and heads.unpack_from(chunk, 8) == self.lead_heads_expected
+        ):
+            # Every lead state as a float total (or a count) has it: their numbers in one
+            # read, a scalar or a tuple each (the heads compared at once, in C).
+            assert self.lead_numbers is not None  # built with lead_heads
+            numbers = self.lead_numbers.unpack_from(chunk, 8)
+            k = 0
+            for width in self.lead_widths:
+                if width == 1:
+                    row.append(numbers[k])
+                else:
+                    row.append(numbers[k : k + width])
+                k += width
+            offset += heads.size
+            decoders = self.decoders_after_lead
         for decode in decoders:
             (size,) = _U32.unpack_from(chunk, offset)
             offset += 4
@@ -237,9 +251,19 @@ _HEAD_SUM_FLOAT: Final = sc.frame(sc.encode_versioned_number(0.0))[:6]
 _HEAD_MEAN: Final = sc.frame(sc.encode_versioned_count_number(0, 0.0))[:5]
 _HEAD_WELFORD: Final = sc.frame(sc.encode_versioned_u64_f64_f64(0, 0.0, 0.0))[:5]
 _LEAD_FORMATS: Final = {_COUNT: "5sQ", _SUM: "6sd", _MEAN: "5sQcd", _WELFORD: "5sQdd"}
-_LEAD_READ_FORMATS: Final = {_COUNT: "IBQ", _SUM: "IBcd", _MEAN: "IBQcd", _WELFORD: "IBQdd"}
+# A lead state read in two parts: its head (uint32 length, version byte and, for a sum or
+# mean, the total's tag), its numbers skipped; and its numbers, its head skipped.
+_LEAD_HEAD_FORMATS: Final = {_COUNT: "IB8x", _SUM: "IBc8x", _MEAN: "IB8xc8x", _WELFORD: "IB24x"}
+_LEAD_NUMBER_FORMATS: Final = {_COUNT: "5xQ", _SUM: "6xd", _MEAN: "5xQxd", _WELFORD: "5xQdd"}
+_LEAD_WIDTHS: Final = {_COUNT: 1, _SUM: 1, _MEAN: 2, _WELFORD: 3}
 _LEAD_SIZES: Final = {_COUNT: 9, _SUM: 10, _MEAN: 18, _WELFORD: 25}  # an int64 total's too
 _LEAD_LENGTHS: Final = {kind: f"I{size}x" for kind, size in _LEAD_SIZES.items()}
+_LEAD_HEADS: Final[dict[int, tuple[Any, ...]]] = {
+    _COUNT: (_LEAD_SIZES[_COUNT], sc.VERSION),
+    _SUM: (_LEAD_SIZES[_SUM], sc.VERSION, b"f"),
+    _MEAN: (_LEAD_SIZES[_MEAN], sc.VERSION, b"f"),
+    _WELFORD: (_LEAD_SIZES[_WELFORD], sc.VERSION),
+}
 
 
 def _lead_struct(kinds: Sequence[int], head: str, formats: dict[int, str]) -> struct.Struct | None:
@@ -247,34 +271,6 @@ def _lead_struct(kinds: Sequence[int], head: str, formats: dict[int, str]) -> st
     if not kinds:
         return None
     return struct.Struct("<" + head + "".join(formats[kind] for kind in kinds))
-
-
-def _lead_states(kinds: Sequence[int], lead: int, numbers: tuple[Any, ...]) -> list[Any] | None:
-    """The ``lead`` states ``Group.lead_reader`` read as ``numbers``; ``None`` unless every
-    head is the one a float total (or a count) has, then the states are read one by one."""
-    row: list[Any] = []
-    k = 0
-    for slot in range(lead):
-        kind = kinds[slot]
-        if numbers[k] != _LEAD_SIZES[kind] or numbers[k + 1] != sc.VERSION:
-            return None
-        if kind == _COUNT:
-            row.append(numbers[k + 2])
-            k += 3
-        elif kind == _SUM:
-            if numbers[k + 2] != b"f":
-                return None
-            row.append(numbers[k + 3])
-            k += 4
-        elif kind == _MEAN:
-            if numbers[k + 3] != b"f":
-                return None
-            row.append((numbers[k + 2], numbers[k + 4]))
-            k += 5
-        else:
-            row.append((numbers[k + 2], numbers[k + 3], numbers[k + 4]))
-            k += 5
-    return row
 
 
 def _kind(aggregator: AnyAggregator) -> int:
@@ -297,6 +293,8 @@ class Layout:
     features: tuple[Feature, ...]
     groups: tuple[Group, ...]
     names: tuple[str, ...]  # the features by group, the order of ``EntityTiles.query``
+    # Every name with no value yet, in that order: what a query copies and fills in.
+    no_values: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def of(cls, features: Sequence[Feature]) -> Layout:
@@ -334,13 +332,17 @@ class Layout:
                     kinds=kinds,
                     lead=lead,
                     lead_packer=_lead_struct(kinds[:lead], "q", _LEAD_FORMATS),
-                    lead_reader=_lead_struct(kinds[:lead], "", _LEAD_READ_FORMATS),
+                    lead_heads=_lead_struct(kinds[:lead], "", _LEAD_HEAD_FORMATS),
+                    lead_heads_expected=tuple(
+                        part for kind in kinds[:lead] for part in _LEAD_HEADS[kind]
+                    ),
+                    lead_numbers=_lead_struct(kinds[:lead], "", _LEAD_NUMBER_FORMATS),
+                    lead_widths=tuple(_LEAD_WIDTHS[kind] for kind in kinds[:lead]),
                     lead_lengths=_lead_struct(kinds[:lead], "", _LEAD_LENGTHS),
                     lead_expected=tuple(_LEAD_SIZES[kind] for kind in kinds[:lead]),
                     encoders=tuple(a.encode for a in aggregators),
                     decoders=tuple(a.decode for a in aggregators),
                     decoders_after_lead=tuple(a.decode for a in aggregators[lead:]),
-                    no_rows=((),) * len(members),
                     windows=tuple(
                         (
                             window_ms,
@@ -359,7 +361,7 @@ class Layout:
                 )
             )
         order = tuple(features[i].name for group in groups for i in group.members)
-        return cls(tuple(features), tuple(groups), order)
+        return cls(tuple(features), tuple(groups), order, dict.fromkeys(order))
 
 
 class EntityTiles:
@@ -422,7 +424,7 @@ class EntityTiles:
     def evict(self, now_ms: int) -> int:
         """Drop the tiles no query at ``t >= now_ms`` reads; returns how many rows went."""
         dropped = 0
-        for group, rows, encoded in zip(self.layout.groups, self.groups, self.encoded, strict=True):
+        for group, rows, encoded in zip(self.layout.groups, self.groups, self.encoded):  # noqa: B905  # hot path
             oldest = (now_ms - group.horizon_ms) // group.hop_ms
             stale = [index for index in rows if index < oldest]
             for index in stale:
@@ -438,9 +440,9 @@ class EntityTiles:
     def query(self, t_ms: int) -> dict[str, Any]:
         """Every feature's value for its window at ``as_of_ms(t_ms)``, by name."""
         t_ms = as_of_ms(t_ms, self.last_event_time_ms)
-        values: dict[str, Any] = dict.fromkeys(self.layout.names)
+        values: dict[str, Any] = self.layout.no_values.copy()
         self._decode_rows()
-        for group, rows in zip(self.layout.groups, self.groups, strict=True):
+        for group, rows in zip(self.layout.groups, self.groups):  # noqa: B905  # hot path
             hop_ms = group.hop_ms
             head = t_ms // hop_ms
             # Widest window first: each narrower one filters the rows of the last.
@@ -448,12 +450,11 @@ class EntityTiles:
             for window_ms, readers in group.windows:
                 lo = (t_ms - window_ms) // hop_ms
                 window = [(index, row) for index, row in window if index >= lo]
-                # Per slot, its states in row order: one transpose, not a list per feature.
-                columns = (
-                    list(zip(*[row for _, row in window], strict=True)) if window else group.no_rows
-                )
+                rows_in = [row for _, row in window if row is not None]  # all decoded above
+                # Per feature, its states in row order (most windows hold a row or two:
+                # a short list each is cheaper than one transpose through zip).
                 for slot, name, merge_all, result in readers:
-                    values[name] = result(merge_all(columns[slot]))
+                    values[name] = result(merge_all([row[slot] for row in rows_in]))
         return values
 
     def encode(self) -> bytes:
@@ -466,7 +467,7 @@ class EntityTiles:
         versioned table names guarantee.
         """
         parts = [sc.VERSION_BYTE, sc.encode_scalar(self.last_event_time_ms)]
-        for group, rows, encoded in zip(self.layout.groups, self.groups, self.encoded, strict=True):
+        for group, rows, encoded in zip(self.layout.groups, self.groups, self.encoded):  # noqa: B905  # hot path
             parts.append(_U64.pack(len(rows)))
             for index, row in rows.items():
                 chunk = encoded.get(index)
@@ -494,7 +495,7 @@ class EntityTiles:
         # One pass, the lengths read inline (not through statecodec's per-field helpers:
         # the offline writer decodes every write's tiles whole to value its snapshots).
         unpack_u32, unpack_i64 = _U32.unpack_from, _I64.unpack_from
-        per_group = zip(layout.groups, tiles.groups, tiles.encoded, strict=True)
+        per_group = zip(layout.groups, tiles.groups, tiles.encoded)  # noqa: B905  # hot path
         try:
             for group, rows, encoded in per_group:
                 decoders, after_lead = group.decoders, group.decoders_after_lead
@@ -522,7 +523,7 @@ class EntityTiles:
         return tiles
 
     def _decode_rows(self) -> None:
-        for group, rows, encoded in zip(self.layout.groups, self.groups, self.encoded, strict=True):
+        for group, rows, encoded in zip(self.layout.groups, self.groups, self.encoded):  # noqa: B905  # hot path
             for index, row in rows.items():
                 if row is None:
                     rows[index] = group.decode_row(encoded[index])

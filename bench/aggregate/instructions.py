@@ -1,4 +1,4 @@
-"""Instructions, not seconds: the tile engine's fold, encode and decode under callgrind.
+"""Instructions, not seconds: the tile engine's fold, encode, decode and query under callgrind.
 
 On a shared 2-core machine the wall clock of one function moves by 15-50% from run to
 run, far more than most changes to it. ``valgrind --tool=callgrind`` counts the
@@ -6,7 +6,7 @@ instructions executed instead, the same count for the same build and data whatev
 else the machine does. This script runs itself under callgrind once per function,
 collecting only while that function of the compiled build (``streamfs native
 build``) runs, over fixed data: 3,000 events of 300 users with the sample topology's
-19 purchase aggregations (4 windows, 3 hops), every row folded, encoded and decoded.
+19 purchase aggregations (4 windows, 3 hops), every row folded, encoded and decoded, and every user's features queried once.
 
     .venv/bin/python -m bench.aggregate.instructions          # needs valgrind
     .venv/bin/python -m bench.aggregate.instructions --work   # the workload alone
@@ -33,12 +33,13 @@ FUNCTIONS = {
     "fold (EntityTiles.add_event)": "CPyDef_tiles___EntityTiles___add_event",
     "encode (EntityTiles.encode)": "CPyDef_tiles___EntityTiles___encode",
     "decode (EntityTiles.decode, whole)": "CPyDef_tiles___EntityTiles___decode",
+    "query (EntityTiles.query)": "CPyDef_tiles___EntityTiles___query",
 }
 EVENTS, USERS, START_MS = 3_000, 300, 1_700_000_000_000
 
 
 def work() -> None:
-    """Fold, encode and decode the fixed data once each."""
+    """Fold, encode, decode and query the fixed data once each."""
     from bench.ingest.run import bench_view
     from streamfs.plans import ServedView, view_plan
     from streamfs.tiles import EntityTiles
@@ -62,8 +63,10 @@ def work() -> None:
             tiles.add_event(record["created_at"], inputs(record), seq)
         stores.append(tiles)
     bodies = [tiles.encode() for tiles in stores]
-    for body in bodies:
-        EntityTiles.decode(layout, body)
+    decoded = [EntityTiles.decode(layout, body) for body in bodies]
+    at_ms = START_MS + EVENTS * 2_000
+    for tiles in decoded:
+        tiles.query(at_ms)
     rows = sum(len(rows) for tiles in stores for rows in tiles.groups)
     print(f"{EVENTS} events, {len(stores)} users, {rows} rows, {sum(map(len, bodies))} bytes")
 
