@@ -6,7 +6,8 @@ instructions executed instead, the same count for the same build and data whatev
 else the machine does. This script runs itself under callgrind once per function,
 collecting only while that function of the compiled build (``streamfs native
 build``) runs, over fixed data: 3,000 events of 300 users with the sample topology's
-19 purchase aggregations (4 windows, 3 hops), every row folded, encoded and decoded, and every user's features queried once.
+19 purchase aggregations (4 windows, 3 hops), every row folded, encoded and decoded,
+and every user's features queried once.
 
     .venv/bin/python -m bench.aggregate.instructions          # needs valgrind
     .venv/bin/python -m bench.aggregate.instructions --work   # the workload alone
