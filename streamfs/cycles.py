@@ -39,7 +39,7 @@ class CycleCollector:
     :meth:`install` turns the automatic collector off and :meth:`uninstall` turns it
     back on. The caller calls :meth:`collect` every :attr:`interval_s` seconds (the
     worker uses a Faust timer, so collections run on its event loop, between batch
-    steps).
+    steps; its offline writer child collects between requests, once one is due).
     """
 
     def __init__(self, interval_s: float, registry: CollectorRegistry = REGISTRY) -> None:

@@ -80,7 +80,8 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         default=DEFAULT_INTERVAL_S,
         help="seconds between full collections of reference cycles, which then run only"
         " on this timer (streamfs.cycles: CPython's own schedule took 14%% of a busy"
-        " worker's time); 0: CPython's automatic collection",
+        " worker's time), in the worker and in its offline writer child; 0: CPython's"
+        " automatic collection",
     )
     parser.set_defaults(handler=run)
 
@@ -206,7 +207,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         start_http_server(args.metrics_port, addr=args.metrics_host)
     # The offline log is written by a child process, beside the batches (streamfs.offline.process).
     offline = (
-        OfflineProcess(options.offline_root, policy=roll_policy(settings))
+        OfflineProcess(
+            options.offline_root, policy=roll_policy(settings), gc_interval_s=args.gc_interval
+        )
         if options.offline_root
         else None
     )

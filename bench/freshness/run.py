@@ -183,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--poll-ms", type=float, default=5.0)
     parser.add_argument("--batch-size", type=int, default=None, help="worker --batch-size")
     parser.add_argument("--gc-interval", type=float, default=None, help="worker --gc-interval")
+    parser.add_argument("--cache-entities", type=int, default=None, help="worker --cache-entities")
     args = parser.parse_args(argv)
 
     from bench.ingest.run import create_topic
@@ -218,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd += ["--batch-size", str(args.batch_size)]
     if args.gc_interval is not None:
         cmd += ["--gc-interval", str(args.gc_interval)]
+    if args.cache_entities is not None:
+        cmd += ["--cache-entities", str(args.cache_entities)]
     log = names.work_dir / "worker.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)

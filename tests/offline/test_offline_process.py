@@ -3,6 +3,7 @@ process, errors that name their cause, and a child that never outlives its worke
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -85,6 +86,28 @@ async def test_the_child_runs_below_its_worker_s_priority(tmp_path: Path) -> Non
         assert {os.getpriority(os.PRIO_PROCESS, int(tid)) for tid in threads} == {expected}
     finally:
         await child.close()
+
+
+@pytest.mark.parametrize(("interval_s", "least"), [(0.2, 2), (0.0, 0)])
+async def test_the_child_collects_cycles_on_its_worker_s_schedule(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], interval_s: float, least: int
+) -> None:
+    view = rich_view()
+    child = OfflineProcess(str(tmp_path), gc_interval_s=interval_s)
+    try:
+        for seed in range(5):  # a collection is due after a request, once the interval passed
+            assert await child.write_batch(view.source, random_events(random.Random(seed), 10))
+            await asyncio.sleep(0.25)
+    finally:
+        await child.close()
+    out, err = capfd.readouterr()  # the child writes its log to the worker's own streams
+    collections = (out + err).count("cycles_collected")
+    assert collections >= least if least else collections == 0
+
+
+def test_a_negative_collection_interval_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="gc_interval_s must be 0 or more, got -1"):
+        OfflineProcess(str(tmp_path), gc_interval_s=-1)
 
 
 async def test_a_child_that_died_fails_the_batch_with_its_exit_code(tmp_path: Path) -> None:
