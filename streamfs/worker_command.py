@@ -56,6 +56,14 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="decoded tiles kept in memory per source, about 10 KB an entity for 20 features",
     )
     parser.add_argument(
+        "--fetch-min-bytes",
+        type=int,
+        default=None,
+        help="bytes a fetch waits for, at most 0.1 s, before the broker answers: fewer,"
+        " fuller fetches (a quiet stream's events wait up to 0.1 s); 1: answered at once"
+        " (default: 32 KiB, streamfs.worker.FETCH_MIN_BYTES)",
+    )
+    parser.add_argument(
         "--partitions",
         type=int,
         default=4,
@@ -143,13 +151,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from streamfs.schemas.client import connect
     from streamfs.schemas.codec import Decoder
     from streamfs.store import FeatureStore, default_offline_root
-    from streamfs.worker import WorkerOptions, build_app, wall_clock_ms
+    from streamfs.worker import FETCH_MIN_BYTES, WorkerOptions, build_app, wall_clock_ms
 
     if args.batch_size < 1 or args.cache_entities < 0 or args.gc_interval < 0:
         raise ConfigError(
             f"--batch-size must be at least 1, --cache-entities and --gc-interval at least 0,"
             f" got {args.batch_size}, {args.cache_entities} and {args.gc_interval}"
         )
+    fetch_min_bytes = FETCH_MIN_BYTES if args.fetch_min_bytes is None else args.fetch_min_bytes
+    if fetch_min_bytes < 1:
+        raise ConfigError(f"--fetch-min-bytes must be at least 1, got {fetch_min_bytes}")
     bootstrap, redis_url, registry_url = _require(settings)
     # The worker holds tens of thousands of entities' decoded tiles (lists and dicts the
     # cyclic collector tracks), none of them in cycles: by default the collector runs on a
@@ -185,6 +196,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         data_dir=args.data_dir or default_dir,
         batch_size=args.batch_size,
         offline_root=default_offline_root(settings),
+        fetch_min_bytes=fetch_min_bytes,
     )
 
     def make_engine(source_plans: Sequence[ViewPlan]) -> PartitionEngine:

@@ -78,10 +78,15 @@ def test_kafka_cluster_ids_are_valid_and_never_read_as_an_option() -> None:
 
 @pytest.mark.parametrize(
     ("flag", "value"),
-    [("--batch-size", "0"), ("--cache-entities", "-1"), ("--gc-interval", "-1")],
-    ids=["batch", "cache", "gc"],
+    [
+        ("--batch-size", "0"),
+        ("--cache-entities", "-1"),
+        ("--gc-interval", "-1"),
+        ("--fetch-min-bytes", "0"),
+    ],
+    ids=["batch", "cache", "gc", "fetch"],
 )
-def test_the_worker_refuses_a_batch_or_cache_size_or_gc_interval_it_cannot_use(
+def test_the_worker_refuses_a_batch_or_cache_size_or_interval_or_fetch_size_it_cannot_use(
     flag: str, value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from streamfs.cli import main

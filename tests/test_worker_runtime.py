@@ -33,6 +33,7 @@ from streamfs.schemas.sample import ShopEvents
 from streamfs.worker import (
     CHUNK_RECORDS,
     FETCH_MAX_WAIT_MS,
+    FETCH_MIN_BYTES,
     BatchTaker,
     ChunkMessage,
     SourceRuntime,
@@ -485,7 +486,7 @@ def test_the_worker_app_fetches_with_batch_delivery_and_keeps_no_per_event_stats
         data_dir=tmp_path,
     )
     app, _ = build_app(options, [], lambda plans: cast(Any, None), lambda topic: 1)
-    assert app.transport.Consumer is WorkerConsumer
+    assert issubclass(app.transport.Consumer, WorkerConsumer)
     # Faust's sensors see every message and event; the worker's monitor skips them.
     tp = TP("t", 0)
     message, stream = SimpleNamespace(time_in=None), SimpleNamespace(task_owner=None)
@@ -511,8 +512,31 @@ async def test_the_worker_consumer_holds_a_fetch_a_tenth_of_a_second_not_faust_s
     kafka = consumer._thread._create_worker_consumer(app.transport)
     try:
         assert kafka._fetch_max_wait_ms == FETCH_MAX_WAIT_MS == 100
+        # ... and the broker answers it once 32 KiB wait, not at the first byte.
+        assert kafka._fetch_min_bytes == FETCH_MIN_BYTES == 32 << 10
     finally:
         await kafka.stop()
+
+
+async def test_a_worker_s_fetches_wait_for_the_bytes_its_options_name(tmp_path: Path) -> None:
+    # Two apps in one process: each consumer takes its own app's option.
+    kafkas = []
+    for size in (1, 4096):
+        options = WorkerOptions(
+            f"fetch-{uuid.uuid4().hex[:8]}",
+            "127.0.0.1:9",
+            "redis://",
+            tmp_path / str(size),
+            fetch_min_bytes=size,
+        )
+        app, _ = build_app(options, [], lambda plans: cast(Any, None), lambda topic: 1)
+        consumer: Any = app.consumer
+        kafkas.append(consumer._thread._create_worker_consumer(app.transport))
+    try:
+        assert [kafka._fetch_min_bytes for kafka in kafkas] == [1, 4096]
+    finally:
+        for kafka in kafkas:
+            await kafka.stop()
 
 
 async def test_the_consumer_flow_stays_off_until_faust_has_seeked_after_a_rebalance(

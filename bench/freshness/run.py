@@ -184,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="worker --batch-size")
     parser.add_argument("--gc-interval", type=float, default=None, help="worker --gc-interval")
     parser.add_argument("--cache-entities", type=int, default=None, help="worker --cache-entities")
+    parser.add_argument(
+        "--fetch-min-bytes", type=int, default=None, help="worker --fetch-min-bytes"
+    )
     args = parser.parse_args(argv)
 
     from bench.ingest.run import create_topic
@@ -221,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd += ["--gc-interval", str(args.gc_interval)]
     if args.cache_entities is not None:
         cmd += ["--cache-entities", str(args.cache_entities)]
+    if args.fetch_min_bytes is not None:
+        cmd += ["--fetch-min-bytes", str(args.fetch_min_bytes)]
     log = names.work_dir / "worker.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
